@@ -1,0 +1,180 @@
+"""One typed, frozen settings object; the only module that reads the environment.
+
+Every setting has a default that works on a developer machine and an
+environment variable (`CHANGEFOLD_*`) that overrides it. The default ports sit
+away from the standard ones (5432, 9092, 8083, ...) so that the local stack can
+run next to servers a user may already have.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError
+
+ENV_PREFIX = "CHANGEFOLD_"
+
+#: Where the project's own files (connectors/, sql/) live when running from a checkout.
+PACKAGE_PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _default_project_dir() -> Path:
+    if (PACKAGE_PROJECT_DIR / "connectors" / "pom.xml").is_file():
+        return PACKAGE_PROJECT_DIR
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of changefold's settings. Build it with `Settings.from_env()`."""
+
+    #: Checkout holding connectors/ and sql/.
+    project_dir: Path = field(default_factory=_default_project_dir)
+    #: Runtime state of the local stack: data, logs, pid files (default <project>/.stack).
+    home: Path | None = None
+    #: Resolved Kafka/Connect/Debezium jars (default <project>/.stack/jars), shared by stacks.
+    jars_dir: Path | None = None
+
+    # PostgreSQL (source database)
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "changefold"
+    pg_password: str = "changefold"
+    pg_database: str = "changefold"
+    #: Directory with initdb/postgres; default: found on PATH or /usr/lib/postgresql/<newest>/bin.
+    pg_bin_dir: Path | None = None
+    #: OS user that runs postgres when changefold runs as root (postgres refuses root).
+    pg_os_user: str = "postgres"
+
+    # Kafka broker (KRaft, combined broker + controller)
+    kafka_port: int = 59092
+    kafka_controller_port: int = 59093
+    #: Partitions of each captured table's topic.
+    topic_partitions: int = 3
+
+    # Kafka Connect distributed worker (REST API)
+    connect_port: int = 58083
+
+    #: Seconds each component may take to become healthy.
+    startup_timeout_s: float = 120.0
+    #: Java executable (default $JAVA_HOME/bin/java, else java on PATH).
+    java: str = ""
+    #: Maven executable, used to resolve the jars once.
+    mvn: str = "mvn"
+
+    def __post_init__(self) -> None:
+        # Fill the derived defaults; frozen, so through object.__setattr__.
+        home = self.home or self.project_dir / ".stack"
+        object.__setattr__(self, "home", Path(home))
+        object.__setattr__(self, "jars_dir", Path(self.jars_dir or self.project_dir / ".stack" / "jars"))
+        if not self.java:
+            java_home = os.environ.get("JAVA_HOME")
+            java = str(Path(java_home) / "bin" / "java") if java_home else (shutil.which("java") or "java")
+            object.__setattr__(self, "java", java)
+        for name in ("pg_port", "kafka_port", "kafka_controller_port", "connect_port"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ConfigError(
+                    f"{_env_name(name)}={port} is not a TCP port; use a number from 1 to 65535"
+                )
+        if self.topic_partitions < 1:
+            raise ConfigError(
+                f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
+                "least 1 partition"
+            )
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `CHANGEFOLD_*` variables, then explicit keyword overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(_env_name(f.name))
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    # -- derived values ---------------------------------------------------------------
+
+    @property
+    def stack_home(self) -> Path:
+        assert self.home is not None
+        return self.home
+
+    @property
+    def jars(self) -> Path:
+        assert self.jars_dir is not None
+        return self.jars_dir
+
+    @property
+    def connectors_dir(self) -> Path:
+        return self.project_dir / "connectors"
+
+    @property
+    def source_sql_dir(self) -> Path:
+        return self.project_dir / "sql" / "source"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    def pg_conninfo(self, database: str | None = None) -> str:
+        db = database or self.pg_database
+        return (
+            f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
+            f"password={self.pg_password} dbname={db} connect_timeout=3"
+        )
+
+    def connector_env(self) -> dict[str, str]:
+        """Variables that connectors/*.json reference as ${env:NAME}.
+
+        The Connect worker resolves them with Kafka's EnvVarConfigProvider, so the
+        same JSON files serve the local stack and compose.yaml.
+        """
+        return {
+            _env_name("pg_host"): self.pg_host,
+            _env_name("pg_port"): str(self.pg_port),
+            _env_name("pg_user"): self.pg_user,
+            _env_name("pg_password"): self.pg_password,
+            _env_name("pg_database"): self.pg_database,
+            _env_name("topic_partitions"): str(self.topic_partitions),
+            _env_name("topic_replication_factor"): "1",
+        }
+
+
+def _env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse(name: str, type_: Any, raw: str) -> Any:
+    kind = str(type_)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if "Path" in kind:
+            return Path(raw).expanduser()
+        return raw
+    except ValueError:
+        expected = "a whole number" if kind == "int" else "a number"
+        raise ConfigError(
+            f"{_env_name(name)}={raw!r} is not {expected}; set it to {expected} or unset it "
+            "to use the default"
+        ) from None

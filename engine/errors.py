@@ -1,0 +1,44 @@
+"""The one exception hierarchy of changefold.
+
+Every error the user can act on derives from `ChangefoldError`; the CLI prints
+its message (no traceback) and exits non-zero. Third-party exceptions are
+wrapped into one of these at the boundary where they occur.
+"""
+
+from __future__ import annotations
+
+
+class ChangefoldError(Exception):
+    """Base class: a problem with a message that says what happened and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(ChangefoldError):
+    """A setting (environment variable, flag) has a value that cannot be used."""
+
+    exit_code = 2
+
+
+class StackError(ChangefoldError):
+    """A component of the local stack failed to install, start or stop.
+
+    The message names the component, what was seen (for example the last lines
+    of its log) and the fix.
+    """
+
+    def __init__(self, component: str, problem: str, *, seen: str = "", fix: str = "") -> None:
+        self.component = component
+        self.problem = problem
+        self.seen = seen
+        self.fix = fix
+        parts = [f"{component}: {problem}"]
+        if seen:
+            parts.append("Seen:\n" + _indent(seen))
+        if fix:
+            parts.append(f"Fix: {fix}")
+        super().__init__("\n".join(parts))
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip().splitlines())
