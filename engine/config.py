@@ -71,10 +71,16 @@ class Settings:
         # Fill the derived defaults; frozen, so through object.__setattr__.
         home = self.home or self.project_dir / ".stack"
         object.__setattr__(self, "home", Path(home))
-        object.__setattr__(self, "jars_dir", Path(self.jars_dir or self.project_dir / ".stack" / "jars"))
+        object.__setattr__(
+            self, "jars_dir", Path(self.jars_dir or self.project_dir / ".stack" / "jars")
+        )
         if not self.java:
             java_home = os.environ.get("JAVA_HOME")
-            java = str(Path(java_home) / "bin" / "java") if java_home else (shutil.which("java") or "java")
+            java = (
+                str(Path(java_home) / "bin" / "java")
+                if java_home
+                else (shutil.which("java") or "java")
+            )
             object.__setattr__(self, "java", java)
         for name in ("pg_port", "kafka_port", "kafka_controller_port", "connect_port"):
             port = getattr(self, name)

@@ -42,3 +42,44 @@ class StackError(ChangefoldError):
 
 def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.rstrip().splitlines())
+
+
+class EngineError(ChangefoldError):
+    """The change engine (consumer, decoder, fold) cannot go on.
+
+    Raised for problems that stop `changefold run`: Kafka unreachable, a topic
+    that does not exist, a state file held by another process.
+    """
+
+
+class DecodeError(EngineError):
+    """One change event cannot be decoded; the runner routes it to the dead letters.
+
+    `reason` is the short explanation stored with the dead letter.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class StateError(EngineError):
+    """The DuckDB state file cannot be opened, migrated or written."""
+
+
+class StateLockedError(StateError):
+    """Another process holds the DuckDB state file."""
+
+    exit_code = 3
+
+
+class KafkaUnavailableError(EngineError):
+    """The Kafka brokers cannot be reached."""
+
+    exit_code = 4
+
+
+class TopicMissingError(EngineError):
+    """A topic the engine was asked to consume does not exist."""
+
+    exit_code = 5
