@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.console import Console
@@ -77,7 +78,7 @@ def jars(settings: Settings) -> None:
     click.echo(("resolved jars into " if ran else "jars already resolved in ") + str(settings.jars))
 
 
-def _print_status(report: dict) -> None:  # type: ignore[type-arg]
+def _print_status(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title="components")
     for col in ("component", "pid", "port", "state"):

@@ -94,7 +94,9 @@ class Connect:
             "rest.advertised.port": s.connect_port,
             "topic.creation.enable": "true",
             "config.providers": "env",
-            "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+            "config.providers.env.class": (
+                "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+            ),
         }
 
     def start(self) -> int:

@@ -164,7 +164,7 @@ class Postgres:
                     "sha256 text NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now())"
                 ).format(sql.Identifier(_LOADED_TABLE))
             )
-            done = dict(
+            done: dict[str, str] = dict(
                 conn.execute(
                     sql.SQL("SELECT name, sha256 FROM public.{}").format(
                         sql.Identifier(_LOADED_TABLE)

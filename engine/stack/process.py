@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +148,8 @@ def _kill_tree(proc: psutil.Process) -> None:
     except psutil.NoSuchProcess:
         children = []
     for p in [proc, *children]:
-        try:
+        with suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs([proc, *children], timeout=10)
 
 

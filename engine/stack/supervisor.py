@@ -58,7 +58,8 @@ class Stack:
         started: list[Component] = []
         try:
             self._preflight(echo)
-            for comp in (self.postgres, self.kafka):
+            first: list[Component] = [self.postgres, self.kafka]  # side by side
+            for comp in first:
                 if self._start(comp, echo):
                     started.append(comp)
             self._await(self.postgres, echo)
@@ -71,9 +72,9 @@ class Stack:
             self._await(self.connect, echo)
             self._register_connectors(echo)
         except BaseException:
-            for comp in reversed(started):
-                echo(f"  {comp.name:<10} stopping (up failed)")
-                comp.process.stop()
+            for done in reversed(started):
+                echo(f"  {done.name:<10} stopping (up failed)")
+                done.process.stop()
             raise
         elapsed = time.monotonic() - t0
         echo(f"stack is up in {elapsed:.1f} s")
@@ -183,8 +184,8 @@ class Stack:
                     "log": str(comp.process.log_file),
                 }
             )
-        healthy = {c["name"]: c["healthy"] for c in out["components"]}
-        if healthy["connect"]:
+        health = {c["name"]: c["healthy"] for c in out["components"]}
+        if health["connect"]:
             for spec in load_connector_specs(self.settings):
                 st = self.connect.connector_status(spec.name)
                 out["connectors"].append(
@@ -197,9 +198,9 @@ class Stack:
                         ],
                     }
                 )
-        if healthy["postgres"]:
+        if health["postgres"]:
             out["slots"] = self.postgres.slots()
-        out["healthy"] = all(healthy.values()) and all(
+        out["healthy"] = all(health.values()) and all(
             c["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in c["tasks"])
             for c in out["connectors"]
         )
