@@ -93,6 +93,8 @@ class Connect:
             "rest.advertised.host.name": "127.0.0.1",
             "rest.advertised.port": s.connect_port,
             "topic.creation.enable": "true",
+            # Every plugin jar on the classpath ships a service manifest: skip the slow scan.
+            "plugin.discovery": "service_load",
             "config.providers": "env",
             "config.providers.env.class": (
                 "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
