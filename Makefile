@@ -1,0 +1,52 @@
+# changefold developer commands. `make demo` runs the demo, `make test` the tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install jars demo test unit integration lint format stack-up stack-down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+## resolve the Kafka / Connect / Debezium jars with Maven (once)
+jars: install
+	$(BIN)/changefold stack jars
+
+## the demo: the local stack of real servers (engine and dashboards join it as they land)
+demo: install
+	$(BIN)/changefold stack up
+	$(BIN)/changefold stack status
+
+## every test: unit tests, then integration tests against a real stack started for the run
+test: install jars
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest -m "not integration"
+
+integration: install jars
+	$(BIN)/pytest -m integration
+
+lint: install
+	$(BIN)/ruff check engine tests
+	$(BIN)/ruff format --check engine tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix engine tests
+	$(BIN)/ruff format engine tests
+
+stack-up: install
+	$(BIN)/changefold stack up
+
+stack-down: install
+	$(BIN)/changefold stack down
+
+clean:
+	-$(BIN)/changefold stack down
+	rm -rf .stack $(VENV) *.egg-info
