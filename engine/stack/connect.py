@@ -120,10 +120,9 @@ class Connect:
         return httpx.Client(base_url=self.settings.connect_url, timeout=10.0)
 
     def healthy(self) -> bool:
-        """The REST API answers and the worker has joined its group (connectors listable)."""
+        """/health answers 200 once the worker has joined its group and read its topics."""
         with self._client() as http:
-            http.get("/").raise_for_status()
-            return http.get("/connectors").status_code == 200
+            return http.get("/health").status_code == 200
 
     def register(self, spec: ConnectorSpec, timeout_s: float) -> str:
         """Validate, then create or update the connector. Returns 'created' or 'updated'."""
