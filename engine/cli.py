@@ -15,6 +15,7 @@ from engine import __version__
 from engine.config import Settings
 from engine.errors import ChangefoldError
 from engine.stack.commands import stack
+from engine.workload.commands import generate
 
 
 class _Group(click.Group):
@@ -53,3 +54,4 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 # -- commands -------------------------------------------------------------------------
 main.add_command(stack)
+main.add_command(generate)

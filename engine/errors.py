@@ -83,3 +83,18 @@ class TopicMissingError(EngineError):
     """A topic the engine was asked to consume does not exist."""
 
     exit_code = 5
+
+
+class WorkloadError(ChangefoldError):
+    """The workload generator (`changefold generate`) cannot start or had to stop.
+
+    Raised when Postgres is unreachable, a demo schema is missing or does not
+    match sql/source/, or a write fails; nothing half-written is left behind,
+    because every generated Postgres transaction commits or rolls back whole.
+    """
+
+
+class WorkloadUsageError(WorkloadError):
+    """A generator option is out of range (unknown domain, --rate 0, ...)."""
+
+    exit_code = 2
