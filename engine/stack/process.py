@@ -86,6 +86,13 @@ class ManagedProcess:
                     f"could not run {argv[0]}: {exc.strerror}",
                     fix="check that the program is installed and on PATH",
                 ) from exc
+        # Until the child has exec'd, its command line is still ours (no marker): wait
+        # for the exec so that liveness checks right after start are not fooled.
+        deadline = time.monotonic() + 10.0
+        while not _is_ours(proc.pid, self.marker) and proc.poll() is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         self.pid_file.write_text(f"{proc.pid}\n")
         log.info("%s started, pid %d, log %s", self.name, proc.pid, self.log_file)
         return proc.pid
