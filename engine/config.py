@@ -67,6 +67,26 @@ class Settings:
     #: Maven executable, used to resolve the jars once.
     mvn: str = "mvn"
 
+    # Engine (`changefold run`): consumer group members folding changes into DuckDB
+    #: Consumer group of the engine's members; offsets in the state are kept per group.
+    group_id: str = "changefold"
+    #: DuckDB state file: mirrors, offsets, dead letters, metrics
+    #: (default <home>/engine/state.duckdb).
+    state_path: Path | None = None
+    #: Comma-separated topics to consume; empty: every table topic of the topic
+    #: prefixes in connectors/*.json.
+    topics: str = ""
+    #: Bounds of one micro-batch: records, bytes, and how long a poll waits for data.
+    batch_max_records: int = 20000
+    batch_max_bytes: int = 64 * 1024 * 1024
+    batch_max_wait_ms: int = 200
+    #: Kafka offset commit after each DuckDB commit: "sync" (blocking) or "async".
+    commit_mode: str = "sync"
+    #: Consumer group members run by one engine process (they share the state file).
+    workers: int = 1
+    #: Batches kept in the metrics table (older ones are deleted).
+    metrics_keep_batches: int = 10000
+
     def __post_init__(self) -> None:
         # Fill the derived defaults; frozen, so through object.__setattr__.
         home = self.home or self.project_dir / ".stack"
@@ -88,6 +108,16 @@ class Settings:
                 raise ConfigError(
                     f"{_env_name(name)}={port} is not a TCP port; use a number from 1 to 65535"
                 )
+        object.__setattr__(
+            self, "state_path", Path(self.state_path or Path(home) / "engine" / "state.duckdb")
+        )
+        if self.commit_mode not in ("sync", "async"):
+            raise ConfigError(
+                f"{_env_name('commit_mode')}={self.commit_mode!r}: use 'sync' or 'async'"
+            )
+        for name in ("workers", "batch_max_records", "batch_max_bytes", "batch_max_wait_ms"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be at least 1")
         if self.topic_partitions < 1:
             raise ConfigError(
                 f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
@@ -131,6 +161,20 @@ class Settings:
     @property
     def source_sql_dir(self) -> Path:
         return self.project_dir / "sql" / "source"
+
+    @property
+    def state_sql_dir(self) -> Path:
+        """Migrations of the engine's internal DuckDB tables."""
+        return self.project_dir / "sql" / "state"
+
+    @property
+    def state_file(self) -> Path:
+        assert self.state_path is not None
+        return self.state_path
+
+    @property
+    def topic_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.topics.split(",") if t.strip())
 
     @property
     def bootstrap_servers(self) -> str:

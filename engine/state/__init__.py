@@ -1,0 +1,1 @@
+"""DuckDB state: the mirror tables, their offsets, dead letters and batch metrics."""

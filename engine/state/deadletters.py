@@ -1,0 +1,97 @@
+"""The dead-letter table: events that could not be decoded or applied."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+from engine.state.model import DeadLetter
+from engine.state.sqlident import INTERNAL_SCHEMA
+
+_TABLE = f"{INTERNAL_SCHEMA}.dead_letters"
+
+
+def insert(conn: duckdb.DuckDBPyConnection, group_id: str, letters: Sequence[DeadLetter]) -> None:
+    """Write dead letters in the caller's transaction (one statement)."""
+    if not letters:
+        return
+    frame = pl.DataFrame(
+        {
+            "topic": [d.topic for d in letters],
+            "partition": [d.partition for d in letters],
+            "offset": [d.offset for d in letters],
+            "key": [d.key for d in letters],
+            "value": [d.value for d in letters],
+            "error": [d.error for d in letters],
+            "stage": [d.stage for d in letters],
+        },
+        schema={
+            "topic": pl.String(),
+            "partition": pl.Int32(),
+            "offset": pl.Int64(),
+            "key": pl.Binary(),
+            "value": pl.Binary(),
+            "error": pl.String(),
+            "stage": pl.String(),
+        },
+    )
+    conn.register("__changefold_dead_letters", frame.to_arrow())
+    try:
+        conn.execute(
+            f'INSERT INTO {_TABLE} (group_id, topic, "partition", "offset", "key", "value", '
+            'error, stage, failed_at) SELECT ?, topic, "partition", "offset", "key", "value", '
+            "error, stage, now() FROM __changefold_dead_letters",
+            [group_id],
+        )
+    finally:
+        conn.unregister("__changefold_dead_letters")
+
+
+@dataclass(frozen=True)
+class StoredDeadLetter:
+    id: int
+    group_id: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    error: str
+    stage: str
+    failed_at: datetime
+
+
+def listing(
+    conn: duckdb.DuckDBPyConnection, *, limit: int = 50, topic: str | None = None
+) -> list[StoredDeadLetter]:
+    """The newest dead letters first."""
+    where, params = ("WHERE topic = ?", [topic]) if topic else ("", [])
+    rows = conn.execute(
+        f'SELECT id, group_id, topic, "partition", "offset", "key", "value", error, stage, '
+        f"failed_at FROM {_TABLE} {where} ORDER BY id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [
+        StoredDeadLetter(
+            int(r[0]),
+            str(r[1]),
+            str(r[2]),
+            int(r[3]),
+            int(r[4]),
+            bytes(r[5]) if r[5] is not None else None,
+            bytes(r[6]) if r[6] is not None else None,
+            str(r[7]),
+            str(r[8]),
+            r[9],
+        )
+        for r in rows
+    ]
+
+
+def count(conn: duckdb.DuckDBPyConnection) -> int:
+    row = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
+    return int(row[0]) if row else 0

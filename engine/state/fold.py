@@ -1,0 +1,117 @@
+"""Apply one table's collapsed changes to its mirror, set-wise.
+
+Frames are handed to DuckDB whole (registered Arrow data): one DELETE for the
+batch's deleted keys, one INSERT ... ON CONFLICT DO UPDATE per group of rows
+that keep the same stored columns. Runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import duckdb
+import polars as pl
+
+from engine.state.catalog import Catalog
+from engine.state.collapse import collapse
+from engine.state.model import ColumnSpec, TableChanges
+from engine.state.sqlident import qualified, quote
+
+log = logging.getLogger(__name__)
+
+_names = itertools.count()
+
+
+@dataclass(frozen=True)
+class TableResult:
+    upserts: int
+    deletes: int
+    truncated: bool
+    #: Schema versions recorded for the first time.
+    new_versions: int
+
+
+def apply_changes(
+    conn: duckdb.DuckDBPyConnection, catalog: Catalog, changes: TableChanges
+) -> TableResult:
+    """Fold one table's changes of a batch into its mirror (DDL first, then data)."""
+    latest = changes.versions[-1].schema
+    if not latest.key:
+        # Only keyless events: truncates (the decoder rejects keyless row changes).
+        exists = bool(catalog.mirror_types(conn, changes.mirror))
+        if exists:
+            conn.execute(f"DELETE FROM {qualified(changes.mirror)}")
+        return TableResult(0, 0, exists, 0)
+    catalog.ensure_mirror(conn, changes.mirror, latest.key, changes.columns)
+    new_versions = catalog.record_versions(conn, changes.versions)
+    types = catalog.mirror_types(conn, changes.mirror)
+    target = qualified(changes.mirror)
+    result = collapse(changes)
+    key = list(changes.key)
+
+    if result.truncate:
+        conn.execute(f"DELETE FROM {target}")
+        log.info("%s: truncated (topic %s)", changes.mirror, changes.topic)
+
+    if result.deletes.height:
+        with _registered(conn, result.deletes) as view:
+            match = " AND ".join(
+                f"{target}.{quote(k)} = CAST(d.{quote(k)} AS {types[k]})" for k in key
+            )
+            conn.execute(f"DELETE FROM {target} USING {view} AS d WHERE {match}")
+
+    specs = {c.name: c for c in changes.columns}
+    for part in result.upserts:
+        columns = list(part.frame.columns)
+        values = [c for c in columns if c not in key]
+        select = ", ".join(_cast(c, types[c], specs.get(c)) for c in columns)
+        if values:
+            updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in values)
+            conflict = f"DO UPDATE SET {updates}"
+        else:
+            conflict = "DO NOTHING"
+        with _registered(conn, part.frame) as view:
+            conn.execute(
+                f"INSERT INTO {target} ({', '.join(quote(c) for c in columns)}) "
+                f"SELECT {select} FROM {view} "
+                f"ON CONFLICT ({', '.join(quote(k) for k in key)}) {conflict}"
+            )
+    return TableResult(result.upsert_count, result.deletes.height, result.truncate, new_versions)
+
+
+def _cast(name: str, duck_type: str, spec: ColumnSpec | None) -> str:
+    return f"CAST({quote(name)} AS {duck_type})"
+
+
+class _registered:
+    """Register a frame as a uniquely named view for the duration of a block.
+
+    After a failed statement DuckDB refuses everything until ROLLBACK, so a
+    view that cannot be unregistered then is dropped on the next registration.
+    """
+
+    _leftover: ClassVar[list[tuple[duckdb.DuckDBPyConnection, str]]] = []
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> None:
+        self.conn = conn
+        self.frame = frame
+        self.name = f"__changefold_frame_{next(_names)}"
+
+    def __enter__(self) -> str:
+        leftover, _registered._leftover = _registered._leftover, []
+        for conn, name in leftover:
+            try:
+                conn.unregister(name)
+            except duckdb.Error:
+                _registered._leftover.append((conn, name))
+        self.conn.register(self.name, self.frame.to_arrow())
+        return quote(self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.conn.unregister(self.name)
+        except duckdb.Error:
+            _registered._leftover.append((self.conn, self.name))

@@ -1,0 +1,226 @@
+"""Write one batch's effects in one DuckDB transaction.
+
+Mirror rows, schema versions, dead letters, the partitions' next offsets and
+the batch metrics commit together: after a crash either all of a batch is in
+the state file or none of it, and the stored offsets say which.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import duckdb
+
+from engine.errors import StateError
+from engine.state import deadletters, metrics, offsets
+from engine.state.catalog import Catalog, latest_schemas
+from engine.state.fold import apply_changes
+from engine.state.model import (
+    OFFSET,
+    PARTITION,
+    BatchMetrics,
+    DeadLetter,
+    PartitionProgress,
+    TableChanges,
+    TableSchema,
+)
+from engine.state.store import Store
+
+log = logging.getLogger(__name__)
+
+#: (topic, partition, offset) -> (key bytes, value bytes) of a consumed record.
+RawLookup = Callable[[str, int, int], tuple[bytes | None, bytes | None]]
+
+
+class StaleBatch(Exception):
+    """Some partitions of the batch were already folded past its start (by another member).
+
+    `stored` maps (topic, partition) to the stored next offset to seek to.
+    """
+
+    def __init__(self, stored: dict[tuple[str, int], int]) -> None:
+        self.stored = stored
+        super().__init__(f"stale batch for {sorted(stored)}")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    batch_id: int
+    upserts: int
+    deletes: int
+    dead_letters: int
+    fold_ms: float
+
+
+class _DryRun(Exception):
+    pass
+
+
+class StateWriter:
+    """Folds batches into a store for one consumer group (shared by its members)."""
+
+    def __init__(self, store: Store, group_id: str, *, keep_batches: int = 10000) -> None:
+        self.store = store
+        self.group_id = group_id
+        self.keep_batches = keep_batches
+        self.catalog = Catalog()
+        self._known: dict[str, TableSchema] | None = None
+        self._pending_commit_ms: dict[int, float] = {}
+
+    def known_schemas(self) -> dict[str, TableSchema]:
+        """Latest recorded schema per topic (for events that carry none)."""
+        with self.store.reading() as conn:
+            if self._known is None:
+                self._known = latest_schemas(conn)
+            return dict(self._known)
+
+    def stored_offsets(self) -> dict[tuple[str, int], int]:
+        with self.store.reading() as conn:
+            return offsets.load(conn, self.group_id)
+
+    def note_commit(self, batch_id: int, commit_ms: float) -> None:
+        """The Kafka commit time of a batch; written with the next batch."""
+        with self.store.lock:
+            self._pending_commit_ms[batch_id] = commit_ms
+
+    def write(
+        self,
+        *,
+        member: str,
+        tables: Sequence[TableChanges],
+        dead_letters: Sequence[DeadLetter],
+        progress: Sequence[PartitionProgress],
+        metrics_base: BatchMetrics,
+        raw: RawLookup,
+    ) -> WriteResult:
+        """Fold a decoded batch. Raises StaleBatch when its partitions moved on meanwhile."""
+        with self.store.lock:
+            try:
+                return self._write(member, tables, dead_letters, progress, metrics_base)
+            except (StaleBatch, StateError):
+                self.catalog.reset()
+                raise
+            except duckdb.Error as exc:
+                self.catalog.reset()
+                log.warning(
+                    "batch of %s failed in DuckDB (%s); isolating the rows it refuses",
+                    _describe(progress),
+                    str(exc).splitlines()[0],
+                )
+            good, refused = self._isolate(tables, raw)
+            try:
+                return self._write(member, good, [*dead_letters, *refused], progress, metrics_base)
+            except duckdb.Error as exc:
+                self.catalog.reset()
+                raise StateError(
+                    f"cannot write the batch of {_describe(progress)} to the state file "
+                    f"{self.store.path}: {exc}"
+                ) from exc
+
+    def _write(
+        self,
+        member: str,
+        tables: Sequence[TableChanges],
+        dead_letters: Sequence[DeadLetter],
+        progress: Sequence[PartitionProgress],
+        base: BatchMetrics,
+    ) -> WriteResult:
+        t0 = time.perf_counter()
+        upserts = deletes = 0
+        new_versions = False
+        with self.store.transaction() as conn:
+            stale = offsets.stale(offsets.load(conn, self.group_id), progress)
+            if stale:
+                raise StaleBatch(stale)
+            for changes in tables:
+                result = apply_changes(conn, self.catalog, changes)
+                upserts += result.upserts
+                deletes += result.deletes
+                new_versions = new_versions or result.new_versions > 0
+            deadletters.insert(conn, self.group_id, dead_letters)
+            offsets.save(conn, self.group_id, progress)
+            for batch_id, ms in self._pending_commit_ms.items():
+                metrics.set_commit_ms(conn, batch_id, ms)
+            fold_ms = (time.perf_counter() - t0) * 1000
+            figures = replace(
+                base,
+                member=member,
+                dead_letters=len(dead_letters),
+                upserts=upserts,
+                deletes=deletes,
+                fold_ms=fold_ms,
+            )
+            batch_id = metrics.record(
+                conn, self.group_id, figures, progress, keep=self.keep_batches
+            )
+        self._pending_commit_ms.clear()
+        if new_versions:
+            self._known = None
+        for letter in dead_letters:
+            log.warning(
+                "dead letter %s[%d]@%d: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.error,
+            )
+        return WriteResult(batch_id, upserts, deletes, len(dead_letters), fold_ms)
+
+    # -- isolating rows DuckDB refuses --------------------------------------------------
+
+    def _isolate(
+        self, tables: Sequence[TableChanges], raw: RawLookup
+    ) -> tuple[list[TableChanges], list[DeadLetter]]:
+        """Find the events DuckDB refuses by dry runs (each rolled back), bisecting a table."""
+        good: list[TableChanges] = []
+        refused: list[DeadLetter] = []
+        for changes in tables:
+            error = self._dry_run(changes)
+            if error is None:
+                good.append(changes)
+                continue
+            bad: dict[int, str] = {}
+            self._bisect(changes, 0, changes.frame.height, error, bad)
+            keep = [i for i in range(changes.frame.height) if i not in bad]
+            if keep:
+                good.append(replace(changes, frame=changes.frame[keep]))
+            for i, reason in bad.items():
+                row = changes.frame.row(i, named=True)
+                topic, part, off = changes.topic, int(row[PARTITION]), int(row[OFFSET])
+                key, value = raw(topic, part, off)
+                refused.append(DeadLetter(topic, part, off, key, value, reason, stage="fold"))
+        return good, refused
+
+    def _bisect(
+        self, changes: TableChanges, start: int, stop: int, error: str, bad: dict[int, str]
+    ) -> None:
+        if stop - start == 1:
+            bad[start] = f"DuckDB refused the change: {error}"
+            return
+        middle = (start + stop) // 2
+        for lo, hi in ((start, middle), (middle, stop)):
+            part = replace(changes, frame=changes.frame[lo:hi])
+            found = self._dry_run(part)
+            if found is not None:
+                self._bisect(changes, lo, hi, found, bad)
+
+    def _dry_run(self, changes: TableChanges) -> str | None:
+        try:
+            with self.store.transaction() as conn:
+                apply_changes(conn, self.catalog, changes)
+                raise _DryRun
+        except _DryRun:
+            return None
+        except duckdb.Error as exc:
+            return str(exc).splitlines()[0]
+        finally:
+            self.catalog.reset()
+
+
+def _describe(progress: Sequence[PartitionProgress]) -> str:
+    return ", ".join(
+        f"{p.topic}[{p.partition}]@{p.first_offset}-{p.next_offset - 1}" for p in progress
+    )

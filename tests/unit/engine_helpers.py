@@ -1,0 +1,55 @@
+"""Helpers for engine unit tests: fold decoded records into an in-memory state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from engine.config import PACKAGE_PROJECT_DIR
+from engine.pipeline.decode import Decoder
+from engine.pipeline.types import DecodedBatch, RawRecord
+from engine.state.model import BatchMetrics
+from engine.state.store import Store
+from engine.state.writer import StateWriter, WriteResult
+
+STATE_SQL = PACKAGE_PROJECT_DIR / "sql" / "state"
+
+
+def memory_writer(group: str = "test-group") -> StateWriter:
+    store = Store(":memory:")
+    store.migrate(STATE_SQL)
+    return StateWriter(store, group, keep_batches=50)
+
+
+def fold(
+    writer: StateWriter, records: Sequence[RawRecord], decoder: Decoder | None = None
+) -> tuple[DecodedBatch, WriteResult]:
+    decoder = decoder or Decoder()
+    batch = decoder.decode(records, writer.known_schemas())
+    raw = {(r.topic, r.partition, r.offset): (r.key, r.value) for r in records}
+    result = writer.write(
+        member="test",
+        tables=batch.tables,
+        dead_letters=batch.dead_letters,
+        progress=batch.progress,
+        metrics_base=BatchMetrics(
+            member="test",
+            records=batch.records,
+            bytes=batch.bytes,
+            tombstones=batch.tombstones,
+            skipped=batch.skipped,
+            dead_letters=0,
+            upserts=0,
+            deletes=0,
+            decode_ms=0.0,
+            fold_ms=0.0,
+            newest_source_ts_ms=batch.newest_source_ts_ms,
+        ),
+        raw=lambda t, p, o: raw[(t, p, o)],
+    )
+    return batch, result
+
+
+def rows(writer: StateWriter, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with writer.store.reading() as conn:
+        return conn.execute(sql, list(params)).fetchall()
