@@ -102,18 +102,15 @@ class ManagedProcess:
         pid = self.pid()
         if pid is None:
             return False
-        try:
-            proc = psutil.Process(pid)
-            proc.send_signal(self.stop_signal)
-            try:
-                proc.wait(timeout=timeout_s)
-            except psutil.TimeoutExpired:
-                log.warning(
-                    "%s did not stop within %.0f s, killing pid %d", self.name, timeout_s, pid
-                )
-                _kill_tree(proc)
-        except psutil.NoSuchProcess:
-            pass
+        with suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).send_signal(self.stop_signal)
+        # Poll rather than wait(): a server we started in an earlier command is not our
+        # child, and where nobody reaps orphans it lingers as a zombie once it has exited.
+        stopped, _ = wait_until(lambda: not _is_ours(pid, self.marker), timeout_s=timeout_s)
+        if not stopped:
+            log.warning("%s did not stop within %.0f s, killing pid %d", self.name, timeout_s, pid)
+            with suppress(psutil.NoSuchProcess):
+                _kill_tree(psutil.Process(pid))
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -151,13 +148,20 @@ def _is_ours(pid: int, marker: str) -> bool:
 
 def _kill_tree(proc: psutil.Process) -> None:
     try:
-        children = proc.children(recursive=True)
+        procs = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        children = []
-    for p in [proc, *children]:
+        procs = [proc]
+    for p in procs:
         with suppress(psutil.NoSuchProcess):
             p.kill()
-    psutil.wait_procs([proc, *children], timeout=10)
+    wait_until(lambda: not any(_alive(p) for p in procs), timeout_s=10, interval_s=0.05)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def run_as(user: str) -> Callable[[], None]:
