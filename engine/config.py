@@ -87,6 +87,20 @@ class Settings:
     #: Batches kept in the metrics table (older ones are deleted).
     metrics_keep_batches: int = 10000
 
+    # Read-only query API, served by the engine process (`changefold run`)
+    #: Address and port of the API; loopback by default (the API has no authentication).
+    api_host: str = "127.0.0.1"
+    api_port: int = 58000
+    #: Rows a query returns at most; longer results are cut and flagged as truncated.
+    api_max_rows: int = 10000
+    #: Seconds a query may run before it is interrupted.
+    api_statement_timeout_s: float = 10.0
+    #: Queries run at once; more wait (up to the statement timeout), so that
+    #: readers cannot starve the engine's folding of CPU.
+    api_max_concurrent_queries: int = 4
+    #: Window of the throughput and batch-timing figures of /metrics.
+    api_metrics_window_s: float = 60.0
+
     def __post_init__(self) -> None:
         # Fill the derived defaults; frozen, so through object.__setattr__.
         home = self.home or self.project_dir / ".stack"
@@ -102,7 +116,7 @@ class Settings:
                 else (shutil.which("java") or "java")
             )
             object.__setattr__(self, "java", java)
-        for name in ("pg_port", "kafka_port", "kafka_controller_port", "connect_port"):
+        for name in ("pg_port", "kafka_port", "kafka_controller_port", "connect_port", "api_port"):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(
@@ -118,6 +132,14 @@ class Settings:
         for name in ("workers", "batch_max_records", "batch_max_bytes", "batch_max_wait_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be at least 1")
+        for name in ("api_max_rows", "api_max_concurrent_queries"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be at least 1")
+        for name in ("api_statement_timeout_s", "api_metrics_window_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"{_env_name(name)}={getattr(self, name)}: must be a positive number of seconds"
+                )
         if self.topic_partitions < 1:
             raise ConfigError(
                 f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
@@ -179,6 +201,12 @@ class Settings:
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the engine's query API."""
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"http://{host}:{self.api_port}"
 
     @property
     def connect_url(self) -> str:

@@ -98,3 +98,25 @@ class WorkloadUsageError(WorkloadError):
     """A generator option is out of range (unknown domain, --rate 0, ...)."""
 
     exit_code = 2
+
+
+class ApiError(ChangefoldError):
+    """The read-only query API cannot start, or cannot be reached by a client."""
+
+
+class QueryError(ApiError):
+    """A query sent to the state was refused or failed; nothing was changed.
+
+    `kind` says why: "refused" (not a read statement, or it reaches outside the
+    state: files, network, extensions), "invalid" (DuckDB could not parse or
+    bind it), "timeout" (interrupted after the statement timeout), "busy" (too
+    many queries at once) or "failed" (DuckDB raised while running it). The
+    message is DuckDB's own where DuckDB produced it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(message)
