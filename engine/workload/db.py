@@ -38,7 +38,7 @@ def connect(settings: Settings, *, async_commit: bool = False) -> psycopg.Connec
             conn.execute("SET synchronous_commit = off")
         return conn
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
         raise WorkloadError(
             f"cannot connect to Postgres at {settings.pg_host}:{settings.pg_port}, database "
             f"{settings.pg_database!r}: {reason}\n"

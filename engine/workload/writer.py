@@ -66,13 +66,38 @@ ProgressFn = Callable[[Tally], None]
 
 
 class Writer:
-    def __init__(self, conn: psycopg.Connection) -> None:
+    """Writes planned transactions on one connection. `clock` and `sleep` can be replaced
+    (tests); by default the monotonic clock, and sleeping is waiting on `stop`."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
         self.conn = conn
-        self.cur = conn.cursor()
+        self.clock = clock
+        self.sleep = sleep
 
     def write(self, batch: list[PgTxn], tally: Tally) -> None:
-        """Send the batch as one pipeline; each planned transaction commits on its own."""
-        conn, cur = self.conn, self.cur
+        """Commit the batch (each planned transaction on its own) and count it."""
+        self._send(batch)
+        tally.last_commit = self.clock()
+        for txn in batch:
+            tally.txns += 1
+            tally.sim_us = txn.at_us
+            for st in txn.statements:
+                tally.rows += 1
+                if st.captured:
+                    tally.events += 1
+                    tally.changes[(st.table, st.op)] += 1
+
+    def _send(self, batch: list[PgTxn]) -> None:
+        """One pipeline: BEGIN, statements, COMMIT per planned transaction, one round trip."""
+        conn = self.conn
+        assert conn is not None
+        cur = conn.cursor()
         try:
             # Explicit BEGIN/COMMIT: conn.transaction() would sync the pipeline (one round
             # trip) per transaction. On an error the server skips the rest of the pipeline,
@@ -95,23 +120,15 @@ class Writer:
                 "reload it (`changefold stack down --purge` then `stack up`). A duplicate key "
                 "means another program inserted rows into these tables during the run."
             ) from exc
-        tally.last_commit = time.monotonic()
-        for txn in batch:
-            tally.txns += 1
-            tally.sim_us = txn.at_us
-            for st in txn.statements:
-                tally.rows += 1
-                if st.captured:
-                    tally.events += 1
-                    tally.changes[(st.table, st.op)] += 1
 
     def _abandon(self) -> None:
         """Roll back a transaction left open by a failed pipeline (if the link still works)."""
-        if self.conn.broken or self.conn.closed:
+        conn = self.conn
+        if conn is None or conn.broken or conn.closed:
             return
         with contextlib.suppress(psycopg.Error):
-            if self.conn.info.transaction_status != TransactionStatus.IDLE:
-                self.conn.execute(_ROLLBACK)
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute(_ROLLBACK)
 
     def write_all(
         self,
@@ -152,7 +169,8 @@ class Writer:
         (so the same plan always ends at the same transaction), when `max_seconds` of
         wall time have passed (for unpaced runs), or when `stop` is set.
         """
-        clock = time.monotonic
+        clock = self.clock
+        sleep = self.sleep or stop.wait
         t0 = tally.started = clock()
         sent = 0  # events handed to Postgres; the next transaction starts at this number
         nxt = next(txns, None)
@@ -165,7 +183,7 @@ class Writer:
             if rate is not None:
                 due = t0 + sent / rate
                 if due > now:
-                    stop.wait(min(due - now, _MAX_SLEEP_S))
+                    sleep(min(due - now, _MAX_SLEEP_S))
                     continue
                 if now - due > MAX_BACKLOG_S:
                     t0 += now - due - MAX_BACKLOG_S
