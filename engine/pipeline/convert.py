@@ -22,6 +22,8 @@ from engine.state.model import ColumnSpec
 TOAST_PLACEHOLDER = "__debezium_unavailable_value"
 #: The same placeholder as a bytes column shows it (base64 of its UTF-8 bytes).
 TOAST_PLACEHOLDER_B64 = base64.b64encode(TOAST_PLACEHOLDER.encode()).decode()
+#: ... and as a numeric array shows it: one element per byte of the placeholder.
+TOAST_PLACEHOLDER_CODES = ",".join(str(b) for b in TOAST_PLACEHOLDER.encode())
 
 _UUID_PATTERN = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 _INT_DTYPES: dict[str, pl.DataType] = {
@@ -96,6 +98,17 @@ def placeholder_mask(raw: pl.Series, spec: ColumnSpec) -> pl.Series | None:
         assert spec.element is not None
         target = TOAST_PLACEHOLDER_B64 if spec.element.kind == "bytes" else TOAST_PLACEHOLDER
         return ((raw.list.len() == 1) & (raw.list.first() == target)).fill_null(False)
+    if isinstance(dtype, pl.List) and dtype.inner.is_numeric():
+        candidate = raw.list.len() == len(TOAST_PLACEHOLDER.encode())
+        if not candidate.any():
+            return candidate.fill_null(False)
+        joined = pl.select(
+            pl.when(candidate).then(
+                raw.list.eval(pl.element().cast(pl.String)).list.join(",")
+                == TOAST_PLACEHOLDER_CODES
+            )
+        ).to_series()
+        return joined.fill_null(False)
     return None
 
 

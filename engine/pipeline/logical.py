@@ -39,7 +39,8 @@ from engine.state.model import ColumnSpec
 MAX_DECIMAL_PRECISION = 38
 
 _INT_TYPES = {"int8": "TINYINT", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT"}
-_FLOAT_TYPES = {"float32": "FLOAT", "float64": "DOUBLE"}
+#: The JSON converter writes float32/float64 as "float"/"double".
+_FLOAT_TYPES = {"float": "FLOAT", "double": "DOUBLE", "float32": "FLOAT", "float64": "DOUBLE"}
 
 #: Logical type name -> (kind, DuckDB type). Decimals and arrays are handled apart.
 _LOGICAL: dict[str, tuple[str, str]] = {

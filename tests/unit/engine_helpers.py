@@ -53,3 +53,25 @@ def fold(
 def rows(writer: StateWriter, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     with writer.store.reading() as conn:
         return conn.execute(sql, list(params)).fetchall()
+
+
+FIXTURES = PACKAGE_PROJECT_DIR / "tests" / "fixtures"
+
+
+def load_fixture(name: str) -> list[RawRecord]:
+    """Captured messages (tests/fixtures/<name>.jsonl, written by capture.py)."""
+    import json
+
+    out = []
+    for line in (FIXTURES / f"{name}.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out.append(
+            RawRecord(
+                topic=r["topic"],
+                partition=r["partition"],
+                offset=r["offset"],
+                key=r["key"].encode() if r["key"] is not None else None,
+                value=r["value"].encode() if r["value"] is not None else None,
+            )
+        )
+    return out

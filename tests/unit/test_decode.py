@@ -84,7 +84,7 @@ def test_decimal_modes() -> None:
             params={"scale": "3", "connect.decimal.precision": "60"},
         ),
         field("string", "as_string"),
-        field("float64", "as_double"),
+        field("double", "as_double"),
     )
     big = 123456789012345678901234567890123456789012345678901
     frame = _one(
