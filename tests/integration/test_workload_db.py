@@ -1,0 +1,333 @@
+"""The workload generator against real Postgres (the stack's server, fresh databases).
+
+Each test writes into its own database created from sql/source/*.sql, so runs are
+independent of each other and of what other tests captured.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from support import unique
+
+from engine.config import Settings
+from engine.errors import WorkloadError
+from engine.workload import arcade_sql
+from engine.workload.bank import BankPlanner
+from engine.workload.fraud import SCENARIOS
+from engine.workload.plan import EPOCH_US, PgTxn, PlanConfig
+from engine.workload.runner import WorkloadOptions, run_workload
+from engine.workload.writer import Tally, Writer
+
+BANK_TABLES = ("customers", "accounts", "merchants", "devices", "transactions", "fraud_truth")
+ARCADE_TABLES = ("players", "matches", "scores")
+CAPTURED = {
+    "bank": ("customers", "accounts", "merchants", "devices", "transactions"),
+    "arcade": ARCADE_TABLES,
+}
+
+MakeDb = Callable[..., Settings]
+
+
+@pytest.fixture
+def fresh_db(stack: Settings) -> Iterator[MakeDb]:
+    """Creates databases on the stack's server (schema loaded unless load=False)."""
+    made: list[str] = []
+
+    def make(*, load: bool = True) -> Settings:
+        name = unique("cf_wl")
+        with psycopg.connect(stack.pg_conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        made.append(name)
+        settings = stack.with_(pg_database=name)
+        if load:
+            with psycopg.connect(settings.pg_conninfo()) as conn:
+                for path in sorted(settings.source_sql_dir.glob("*.sql")):
+                    conn.execute(path.read_bytes())
+        return settings
+
+    yield make
+    with psycopg.connect(stack.pg_conninfo("postgres"), autocommit=True) as conn:
+        for name in made:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def _rows(settings: Settings, schema: str, tables: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every row of every table as text, in key order."""
+    out = {}
+    with psycopg.connect(settings.pg_conninfo()) as conn:
+        for table in tables:
+            query = sql.SQL("SELECT t::text FROM {} AS t ORDER BY 1").format(
+                sql.Identifier(schema, table)
+            )
+            out[table] = [r[0] for r in conn.execute(query).fetchall()]
+    return out
+
+
+def _one(settings: Settings, query: str, params: tuple[object, ...] = ()) -> object:
+    with psycopg.connect(settings.pg_conninfo()) as conn:
+        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
+
+
+# -- determinism ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("domain", ["bank", "arcade"])
+def test_same_seed_writes_identical_rows(fresh_db: MakeDb, domain: str) -> None:
+    tables = BANK_TABLES if domain == "bank" else ARCADE_TABLES
+    opts = WorkloadOptions(
+        domain, rate=2500, duration_s=2, seed=21, fraud_rate=0.05, hot_keys=0.2, population=120
+    )
+    first, second, other = fresh_db(), fresh_db(), fresh_db()
+    run_workload(first, opts)
+    run_workload(second, opts)
+    run_workload(other, WorkloadOptions(**{**opts.__dict__, "seed": 22}))
+    rows1, rows2 = _rows(first, domain, tables), _rows(second, domain, tables)
+    assert all(rows1[t] for t in CAPTURED[domain])
+    assert rows1 == rows2
+    assert _rows(other, domain, tables) != rows1
+
+
+def test_a_second_run_continues_ids_and_time_and_leaves_the_sequences_ahead(
+    fresh_db: MakeDb,
+) -> None:
+    db = fresh_db()
+    opts = WorkloadOptions("arcade", rate=3000, duration_s=1, population=50)
+    one = run_workload(db, opts)
+    top = _one(db, "SELECT max(score_id) FROM arcade.scores")
+    newest = _one(db, "SELECT max(achieved_at) FROM arcade.scores")
+    two = run_workload(db, opts)
+    assert two.id_bases[arcade_sql.SCORES] == top + 1  # type: ignore[operator]
+    assert two.sim_start > newest > one.sim_start  # type: ignore[operator]
+    # An insert relying on the key default gets an id above everything generated.
+    with psycopg.connect(db.pg_conninfo()) as conn:
+        row = conn.execute(
+            "INSERT INTO arcade.players (name) VALUES ('by hand') RETURNING player_id"
+        ).fetchone()
+        most = conn.execute("SELECT max(player_id) FROM arcade.players").fetchone()
+    assert row is not None and most is not None and row[0] == most[0]
+
+
+# -- rate -------------------------------------------------------------------------------------
+
+
+def _stat_events(settings: Settings, schema: str, tables: tuple[str, ...]) -> int:
+    with psycopg.connect(settings.pg_conninfo()) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
+            "FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
+            (schema, list(tables)),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_achieved_rate_is_within_10_percent_at_500_events_per_second(fresh_db: MakeDb) -> None:
+    db = fresh_db()
+    marks: dict[str, float] = {}
+    summary = run_workload(
+        db,
+        WorkloadOptions("bank", rate=500, duration_s=10, seed=3),
+        on_setup_done=lambda _: marks.setdefault("stream", time.monotonic()),
+    )
+    wall = time.monotonic() - marks["stream"]
+    events = summary.stream.events
+    print(f"achieved {summary.achieved_rate:.1f} events/s, {events} events in {wall:.2f} s")
+    assert 5000 <= events < 5020  # the last transaction may carry a few events past 5000
+    assert summary.achieved_rate == pytest.approx(500, rel=0.10)
+    assert events / wall == pytest.approx(500, rel=0.10)
+    # Independent count of row changes, by Postgres itself: one event = one row change.
+    expected = summary.setup.events + events
+    deadline = time.monotonic() + 30
+    counted = _stat_events(db, "bank", CAPTURED["bank"])
+    while counted != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        counted = _stat_events(db, "bank", CAPTURED["bank"])
+    assert counted == expected
+
+
+# -- ground truth and money -----------------------------------------------------------------
+
+_MISMATCHED_BALANCES = """
+SELECT count(*) FROM bank.accounts a
+LEFT JOIN (SELECT account_id, sum(amount) AS live FROM bank.transactions
+           WHERE status IN ('pending', 'settled') GROUP BY account_id) t USING (account_id)
+WHERE a.balance <> coalesce(t.live, 0)
+"""
+_TRANSFERS_NET = """
+SELECT coalesce(sum(amount), 0) FROM bank.transactions
+WHERE kind IN ('transfer_out', 'transfer_in') AND status IN ('pending', 'settled')
+"""
+_BALANCES_MINUS_EXTERNAL = """
+SELECT (SELECT sum(balance) FROM bank.accounts)
+     - (SELECT coalesce(sum(amount), 0) FROM bank.transactions
+        WHERE kind IN ('purchase', 'withdrawal', 'deposit') AND status IN ('pending', 'settled'))
+"""
+_TRUTH_IDS_MISSING = """
+SELECT count(*) FROM bank.fraud_truth f CROSS JOIN LATERAL unnest(f.txn_ids) AS id
+WHERE NOT EXISTS (SELECT 1 FROM bank.transactions t WHERE t.txn_id = id
+                  AND f.account_id IN (t.account_id, t.counterparty_account_id))
+"""
+
+
+def _assert_money_is_conserved(db: Settings) -> None:
+    assert _one(db, _MISMATCHED_BALANCES) == 0
+    assert _one(db, _TRANSFERS_NET) == 0
+    assert _one(db, _BALANCES_MINUS_EXTERNAL) == 0
+
+
+def test_every_scenario_is_in_the_ground_truth_and_money_is_conserved(fresh_db: MakeDb) -> None:
+    db = fresh_db()
+    opts = WorkloadOptions("bank", rate=6000, duration_s=3, seed=5, fraud_rate=0.08)
+    summary = run_workload(db, opts)
+    assert set(summary.fraud_cases) == set(SCENARIOS)
+
+    with psycopg.connect(db.pg_conninfo()) as conn:
+        truth = conn.execute(
+            "SELECT case_id, scenario, customer_id, account_id, txn_ids, steps_done "
+            "FROM bank.fraud_truth ORDER BY case_id"
+        ).fetchall()
+        # Scenario shapes, checked on the written rows.
+        structuring = conn.execute(
+            "SELECT min(t.amount), max(t.amount), bool_and(t.kind = 'deposit') "
+            "FROM bank.fraud_truth f, unnest(f.txn_ids) id, bank.transactions t "
+            "WHERE f.scenario = 'structuring' AND t.txn_id = id"
+        ).fetchone()
+        travel = conn.execute(
+            "SELECT bool_and(a.country <> b.country "
+            "AND b.created_at - a.created_at <= interval '45 minutes') "
+            "FROM bank.fraud_truth f JOIN bank.transactions a ON a.txn_id = f.txn_ids[1] "
+            "JOIN bank.transactions b ON b.txn_id = f.txn_ids[2] "
+            "WHERE f.scenario = 'impossible_travel' AND f.steps_done = 2"
+        ).fetchone()
+    assert structuring is not None and structuring[2] is True
+    assert 9000 <= structuring[0] <= structuring[1] < 10_000
+    assert travel == (True,)
+    for case_id, scenario, *_, txn_ids, steps_done in truth:
+        if scenario != "account_takeover" or steps_done > 1:
+            assert txn_ids, (case_id, scenario)
+    assert _one(db, _TRUTH_IDS_MISSING) == 0
+
+    # The ground truth is exactly what the plan says: replan and compare.
+    planner = BankPlanner(
+        PlanConfig(seed=5, fraud_rate=0.08, start_us=EPOCH_US, id_bases=summary.id_bases)
+    )
+    list(planner.setup())
+    stream = planner.stream()
+    for _ in range(summary.stream.txns):
+        next(stream)
+    planned = [
+        (c.case_id, c.scenario, c.customer_id, c.account_id, c.txn_ids, c.steps_done)
+        for c in planner.cases
+    ]
+    assert [tuple(r) for r in truth] == planned
+
+    _assert_money_is_conserved(db)
+
+
+# -- failures and interruption ----------------------------------------------------------------
+
+
+def test_a_failing_transaction_leaves_nothing_behind(fresh_db: MakeDb) -> None:
+    db = fresh_db()
+    ok = PgTxn("ok", EPOCH_US, (arcade_sql.insert_player(1, "ok", "US", "pc", EPOCH_US, EPOCH_US),))
+    bad = PgTxn(
+        "bad",
+        EPOCH_US,
+        (
+            arcade_sql.insert_player(2, "half", "US", "pc", EPOCH_US, EPOCH_US),
+            arcade_sql.insert_player(1, "duplicate", "US", "pc", EPOCH_US, EPOCH_US),
+        ),
+    )
+    with psycopg.connect(db.pg_conninfo(), autocommit=True) as conn:
+        writer = Writer(conn)
+        with pytest.raises(WorkloadError, match="duplicate key"):
+            writer.write([ok, bad], Tally())
+        # The connection is usable again and only the good transaction is there.
+        names = conn.execute("SELECT name FROM arcade.players ORDER BY player_id").fetchall()
+    assert names == [("ok",)]
+
+
+def test_missing_schema_is_a_clear_error(fresh_db: MakeDb) -> None:
+    db = fresh_db(load=False)
+    with pytest.raises(WorkloadError, match=r"bank schema is not loaded .*missing: bank\."):
+        run_workload(db, WorkloadOptions("bank", rate=10, duration_s=1))
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CHANGEFOLD_PG_PORT": str(settings.pg_port),
+        "CHANGEFOLD_PG_DATABASE": settings.pg_database,
+    }
+
+
+def test_ctrl_c_finishes_the_transactions_in_hand_and_exits_130(fresh_db: MakeDb) -> None:
+    db = fresh_db()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "generate",
+            "bank",
+            "--rate",
+            "400",
+            "--duration",
+            "0",
+            "--fraud-rate",
+            "0.1",
+        ],
+        env=_cli_env(db),
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if int(_one(db, "SELECT count(*) FROM bank.transactions")) >= 1500:  # type: ignore[call-overload]
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the generator wrote too little within 60 s")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "bank interrupted:" in out
+    assert "Traceback" not in err
+    _assert_money_is_conserved(db)
+    assert _one(db, _TRUTH_IDS_MISSING) == 0
+
+
+def test_cli_missing_schema_exits_1_with_the_fix(fresh_db: MakeDb) -> None:
+    db = fresh_db(load=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "generate", "arcade", "--duration", "1"],
+        env=_cli_env(db),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "arcade schema is not loaded" in done.stderr
+    assert "sql/source/arcade.sql" in done.stderr
