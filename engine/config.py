@@ -86,6 +86,9 @@ class Settings:
     workers: int = 1
     #: Batches kept in the metrics table (older ones are deleted).
     metrics_keep_batches: int = 10000
+    #: A member that sends no heartbeat for this long is dropped from the group and its
+    #: partitions move (also how long a restarted engine waits for a crashed one's share).
+    consumer_session_timeout_ms: int = 10000
 
     # Read-only query API, served by the engine process (`changefold run`)
     #: Address and port of the API; loopback by default (the API has no authentication).

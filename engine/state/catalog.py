@@ -80,8 +80,7 @@ class Catalog:
         """DuckDB's own spelling of a type (TIMESTAMPTZ -> TIMESTAMP WITH TIME ZONE)."""
         hit = self._canonical.get(duck_type)
         if hit is None:
-            row = conn.execute(f"SELECT typeof(CAST(NULL AS {duck_type}))").fetchone()
-            assert row is not None
+            (row,) = conn.execute(f"SELECT typeof(CAST(NULL AS {duck_type}))").fetchall()
             hit = self._canonical[duck_type] = str(row[0])
         return hit
 

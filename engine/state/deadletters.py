@@ -93,5 +93,5 @@ def listing(
 
 
 def count(conn: duckdb.DuckDBPyConnection) -> int:
-    row = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
-    return int(row[0]) if row else 0
+    (row,) = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchall()
+    return int(row[0])

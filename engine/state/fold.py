@@ -16,8 +16,8 @@ import duckdb
 import polars as pl
 
 from engine.state.catalog import Catalog
-from engine.state.collapse import collapse
-from engine.state.model import ColumnSpec, TableChanges
+from engine.state.collapse import Collapsed, collapse
+from engine.state.model import ColumnSpec, MirrorDelta, TableChanges
 from engine.state.sqlident import qualified, quote
 
 log = logging.getLogger(__name__)
@@ -32,25 +32,40 @@ class TableResult:
     truncated: bool
     #: Schema versions recorded for the first time.
     new_versions: int
+    #: Before/after rows of the changed keys (only when asked for).
+    delta: MirrorDelta | None = None
 
 
 def apply_changes(
-    conn: duckdb.DuckDBPyConnection, catalog: Catalog, changes: TableChanges
+    conn: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    changes: TableChanges,
+    *,
+    capture: bool = False,
 ) -> TableResult:
-    """Fold one table's changes of a batch into its mirror (DDL first, then data)."""
+    """Fold one table's changes of a batch into its mirror (DDL first, then data).
+
+    With `capture`, the result carries the changed keys' rows before and after.
+    """
     latest = changes.versions[-1].schema
     if not latest.key:
         # Only keyless events: truncates (the decoder rejects keyless row changes).
         exists = bool(catalog.mirror_types(conn, changes.mirror))
+        delta = None
         if exists:
             conn.execute(f"DELETE FROM {qualified(changes.mirror)}")
-        return TableResult(0, 0, exists, 0)
+            if capture:
+                empty = conn.sql(f"SELECT * FROM {qualified(changes.mirror)}").pl()
+                delta = MirrorDelta(changes.mirror, empty, empty, truncated=True)
+        return TableResult(0, 0, exists, 0, delta)
     catalog.ensure_mirror(conn, changes.mirror, latest.key, changes.columns)
     new_versions = catalog.record_versions(conn, changes.versions)
     types = catalog.mirror_types(conn, changes.mirror)
     target = qualified(changes.mirror)
     result = collapse(changes)
     key = list(changes.key)
+    touched = _touched_keys(result, key) if capture else None
+    before = _rows_of(conn, target, touched, key, types) if touched is not None else None
 
     if result.truncate:
         conn.execute(f"DELETE FROM {target}")
@@ -79,7 +94,33 @@ def apply_changes(
                 f"SELECT {select} FROM {view} "
                 f"ON CONFLICT ({', '.join(quote(k) for k in key)}) {conflict}"
             )
-    return TableResult(result.upsert_count, result.deletes.height, result.truncate, new_versions)
+    delta = None
+    if touched is not None and before is not None:
+        after = _rows_of(conn, target, touched, key, types)
+        delta = MirrorDelta(changes.mirror, before, after, truncated=result.truncate)
+    return TableResult(
+        result.upsert_count, result.deletes.height, result.truncate, new_versions, delta
+    )
+
+
+def _touched_keys(result: Collapsed, key: list[str]) -> pl.DataFrame:
+    frames = [u.frame.select(key) for u in result.upserts] + [result.deletes.select(key)]
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def _rows_of(
+    conn: duckdb.DuckDBPyConnection,
+    target: str,
+    keys: pl.DataFrame,
+    key: list[str],
+    types: dict[str, str],
+) -> pl.DataFrame:
+    """The mirror rows of `keys` (a semi-join against the registered key frame)."""
+    with _registered(conn, keys) as view:
+        match = " AND ".join(f"m.{quote(k)} = CAST(k.{quote(k)} AS {types[k]})" for k in key)
+        return conn.sql(
+            f"SELECT m.* FROM {target} AS m WHERE EXISTS (SELECT 1 FROM {view} AS k WHERE {match})"
+        ).pl()
 
 
 def _cast(name: str, duck_type: str, spec: ColumnSpec | None) -> str:

@@ -14,18 +14,22 @@ _BATCHES = f"{INTERNAL_SCHEMA}.batches"
 _PARTITIONS = f"{INTERNAL_SCHEMA}.batch_partitions"
 
 
+def next_batch_id(conn: duckdb.DuckDBPyConnection) -> int:
+    # fetchall: DuckDB refuses further work on a connection with an unfinished result.
+    (row,) = conn.execute(f"SELECT nextval('{INTERNAL_SCHEMA}.batch_ids')").fetchall()
+    return int(row[0])
+
+
 def record(
     conn: duckdb.DuckDBPyConnection,
+    batch_id: int,
     group_id: str,
     metrics: BatchMetrics,
     progress: Sequence[PartitionProgress],
     *,
     keep: int,
-) -> int:
-    """Insert one batch's figures, drop batches beyond the newest `keep`; returns the batch id."""
-    row = conn.execute(f"SELECT nextval('{INTERNAL_SCHEMA}.batch_ids')").fetchone()
-    assert row is not None
-    batch_id = int(row[0])
+) -> None:
+    """Insert one batch's figures; drop batches beyond the newest `keep`."""
     now = datetime.now(UTC)
     newest = (
         datetime.fromtimestamp(metrics.newest_source_ts_ms / 1000, UTC)
@@ -72,7 +76,6 @@ def record(
         # Pruning every 100th batch keeps the table within keep + 100 rows.
         conn.execute(f"DELETE FROM {_BATCHES} WHERE batch_id <= ?", [batch_id - keep])
         conn.execute(f"DELETE FROM {_PARTITIONS} WHERE batch_id <= ?", [batch_id - keep])
-    return batch_id
 
 
 def set_commit_ms(conn: duckdb.DuckDBPyConnection, batch_id: int, commit_ms: float) -> None:

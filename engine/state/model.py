@@ -194,3 +194,20 @@ class BatchMetrics:
     fold_ms: float
     #: Newest `source.ts_ms` folded (None when the batch held no change events).
     newest_source_ts_ms: int | None
+
+
+@dataclass(frozen=True)
+class MirrorDelta:
+    """The rows of one mirror whose keys a batch changed, before and after the batch.
+
+    Handed to batch observers (derived views) inside the batch's transaction.
+    `before` holds those keys' mirror rows as they were (keys that did not exist
+    are absent), `after` as they are now (deleted keys are absent); both have
+    the mirror's columns. `truncated`: the mirror was emptied in the batch
+    (`before` then holds only the changed keys' old rows, not the whole table).
+    """
+
+    mirror: MirrorName
+    before: pl.DataFrame = field(repr=False)
+    after: pl.DataFrame = field(repr=False)
+    truncated: bool = False

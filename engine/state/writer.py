@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import duckdb
 
 from engine.errors import StateError
-from engine.state import deadletters, metrics, offsets
+from engine.state import assignments, deadletters, metrics, offsets
 from engine.state.catalog import Catalog, latest_schemas
 from engine.state.fold import apply_changes
 from engine.state.model import (
@@ -23,6 +23,7 @@ from engine.state.model import (
     PARTITION,
     BatchMetrics,
     DeadLetter,
+    MirrorDelta,
     PartitionProgress,
     TableChanges,
     TableSchema,
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 #: (topic, partition, offset) -> (key bytes, value bytes) of a consumed record.
 RawLookup = Callable[[str, int, int], tuple[bytes | None, bytes | None]]
+#: Called inside a batch's transaction, after its mirrors changed and before the
+#: commit, with the batch id and the changed rows per mirror (derived views hook
+#: in here). An exception rolls the whole batch back.
+BatchObserver = Callable[[duckdb.DuckDBPyConnection, int, tuple[MirrorDelta, ...]], None]
 
 
 class StaleBatch(Exception):
@@ -62,8 +67,16 @@ class _DryRun(Exception):
 class StateWriter:
     """Folds batches into a store for one consumer group (shared by its members)."""
 
-    def __init__(self, store: Store, group_id: str, *, keep_batches: int = 10000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        group_id: str,
+        *,
+        keep_batches: int = 10000,
+        observers: Sequence[BatchObserver] = (),
+    ) -> None:
         self.store = store
+        self.observers = tuple(observers)
         self.group_id = group_id
         self.keep_batches = keep_batches
         self.catalog = Catalog()
@@ -80,6 +93,10 @@ class StateWriter:
     def stored_offsets(self) -> dict[tuple[str, int], int]:
         with self.store.reading() as conn:
             return offsets.load(conn, self.group_id)
+
+    def record_assignment(self, member: str, partitions: Sequence[tuple[str, int]]) -> None:
+        with self.store.transaction() as conn:
+            assignments.replace_member(conn, self.group_id, member, partitions)
 
     def note_commit(self, batch_id: int, commit_ms: float) -> None:
         """The Kafka commit time of a batch; written with the next batch."""
@@ -135,11 +152,18 @@ class StateWriter:
             stale = offsets.stale(offsets.load(conn, self.group_id), progress)
             if stale:
                 raise StaleBatch(stale)
+            batch_id = metrics.next_batch_id(conn)
+            deltas: list[MirrorDelta] = []
+            capture = bool(self.observers)
             for changes in tables:
-                result = apply_changes(conn, self.catalog, changes)
+                result = apply_changes(conn, self.catalog, changes, capture=capture)
                 upserts += result.upserts
                 deletes += result.deletes
                 new_versions = new_versions or result.new_versions > 0
+                if result.delta is not None:
+                    deltas.append(result.delta)
+            for observe in self.observers:
+                observe(conn, batch_id, tuple(deltas))
             deadletters.insert(conn, self.group_id, dead_letters)
             offsets.save(conn, self.group_id, progress)
             for batch_id, ms in self._pending_commit_ms.items():
@@ -153,9 +177,7 @@ class StateWriter:
                 deletes=deletes,
                 fold_ms=fold_ms,
             )
-            batch_id = metrics.record(
-                conn, self.group_id, figures, progress, keep=self.keep_batches
-            )
+            metrics.record(conn, batch_id, self.group_id, figures, progress, keep=self.keep_batches)
         self._pending_commit_ms.clear()
         if new_versions:
             self._known = None

@@ -213,6 +213,41 @@ def test_metrics_table_stays_bounded() -> None:
     base = BatchMetrics("m", 1, 10, 0, 0, 0, 1, 0, 1.0, 1.0, None)
     with writer.store.transaction() as conn:
         for _ in range(450):
-            metrics.record(conn, "g", base, (), keep=150)
+            metrics.record(conn, metrics.next_batch_id(conn), "g", base, (), keep=150)
     (count,) = rows(writer, "SELECT count(*) FROM _changefold.batches")[0]
     assert 150 <= count <= 250
+
+
+def test_observers_see_changed_rows_before_and_after_inside_the_transaction() -> None:
+    writer = memory_writer()
+    t = _table()
+    fold(writer, [t.event("c", {"id": i}, after=_row(i, cents=i)) for i in (1, 2, 3)])
+    seen: list = []
+
+    def observe(conn, batch_id, deltas) -> None:
+        seen.append((batch_id, deltas))
+
+    writer.observers = (observe,)
+    fold(
+        writer,
+        [
+            t.event("u", {"id": 1}, after=_row(1, cents=500)),
+            t.event("d", {"id": 2}),
+            t.event("c", {"id": 9}, after=_row(9)),
+        ],
+    )
+    ((batch_id, (delta,)),) = seen
+    assert str(delta.mirror) == "lab.accounts" and not delta.truncated
+    assert sorted(delta.before.get_column("id").to_list()) == [1, 2]
+    assert sorted(delta.after.get_column("id").to_list()) == [1, 9]
+    after = {r["id"]: r["balance"] for r in delta.after.iter_rows(named=True)}
+    assert after[1] == Decimal("5.00")
+    assert rows(writer, "SELECT max(batch_id) FROM _changefold.batches") == [(batch_id,)]
+
+    def broken(conn, batch_id, deltas) -> None:
+        raise ValueError("view failed")
+
+    writer.observers = (broken,)
+    with pytest.raises(ValueError):
+        fold(writer, [t.event("d", {"id": 1})])
+    assert [r[0] for r in _mirror(writer)] == [1, 3, 9]

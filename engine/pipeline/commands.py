@@ -1,0 +1,166 @@
+"""`changefold run`, `changefold dlq` and `changefold bench fold`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from engine.config import Settings
+from engine.pipeline.runner import Runner
+from engine.pipeline.topics import subscription
+from engine.state import deadletters
+from engine.state.store import Store
+
+_RUN_EPILOG = """\
+Settings (flag, environment variable, default):
+
+\b
+  --group        CHANGEFOLD_GROUP_ID            changefold
+  --state        CHANGEFOLD_STATE_PATH          <home>/engine/state.duckdb
+  --topic        CHANGEFOLD_TOPICS              every <prefix>.<schema>.<table> topic
+                                                of the prefixes in connectors/*.json
+  --workers      CHANGEFOLD_WORKERS             1
+  --commit       CHANGEFOLD_COMMIT_MODE         sync
+  --max-records  CHANGEFOLD_BATCH_MAX_RECORDS   20000
+  --max-bytes    CHANGEFOLD_BATCH_MAX_BYTES     67108864
+  --max-wait-ms  CHANGEFOLD_BATCH_MAX_WAIT_MS   200
+                 CHANGEFOLD_CONSUMER_SESSION_TIMEOUT_MS  10000
+
+Exit codes: 0 stopped by SIGINT/SIGTERM (or --idle-exit), 3 state file locked by
+another process, 4 Kafka unreachable, 5 a --topic does not exist, 1 other errors.
+"""
+
+
+@click.command(epilog=_RUN_EPILOG)
+@click.option("--topic", "topics", multiple=True, help="Topic to follow (repeatable).")
+@click.option("--group", "group_id", help="Consumer group id.")
+@click.option("--state", "state_path", type=click.Path(path_type=Path), help="DuckDB state file.")
+@click.option("--workers", type=click.IntRange(min=1), help="Group members in this process.")
+@click.option(
+    "--commit",
+    "commit_mode",
+    type=click.Choice(["sync", "async"]),
+    help="Kafka offset commit after each batch: sync waits for it, async does not.",
+)
+@click.option("--max-records", "batch_max_records", type=click.IntRange(min=1))
+@click.option("--max-bytes", "batch_max_bytes", type=click.IntRange(min=1))
+@click.option("--max-wait-ms", "batch_max_wait_ms", type=click.IntRange(min=1))
+@click.option(
+    "--idle-exit",
+    type=click.FloatRange(min=0),
+    help="Exit (0) once no record arrived for this many seconds: for scripts and tests.",
+)
+@click.pass_obj
+def run(settings: Settings, idle_exit: float | None, topics: tuple[str, ...], **flags: Any) -> None:
+    """Keep the DuckDB state equal to the captured Postgres tables.
+
+    Joins the consumer group, follows the captured tables' topics and folds
+    their Debezium change events, in micro-batches, into one mirror table per
+    source table (<topic prefix>.<table>, e.g. bank.accounts). Each batch's
+    rows, dead letters, metrics and consumed offsets commit in ONE DuckDB
+    transaction, and every partition resumes from the offsets stored there:
+    crashes, restarts, rebalances and redelivered events never lose or
+    double-apply a change. Events that cannot be decoded or applied go to the
+    dead letters (`changefold dlq`).
+
+    SIGINT/SIGTERM finish the batch in hand, commit it and exit 0.
+    """
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if topics:
+        overrides["topics"] = ",".join(topics)
+    settings = settings.with_(**overrides)
+    sub = subscription(settings.topic_list, settings.connectors_dir)
+    with Store(settings.state_file) as store:
+        store.migrate(settings.state_sql_dir)
+        runner = Runner(settings, store, sub, echo=click.echo, idle_exit_s=idle_exit)
+        click.echo(
+            f"changefold engine: group {settings.group_id!r}, state {settings.state_file}, "
+            f"{settings.workers} member(s), commit {settings.commit_mode}; following "
+            f"{sub.describe()} on {settings.bootstrap_servers}"
+        )
+        runner.start_members()
+        stats = runner.run()
+    click.echo(
+        f"stopped: {stats.batches} batches, {stats.records} records, {stats.upserts} upserts, "
+        f"{stats.deletes} deletes, {stats.dead_letters} dead letters"
+    )
+
+
+@click.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--topic", help="Only dead letters of this topic.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@click.option("--state", "state_path", type=click.Path(path_type=Path), help="DuckDB state file.")
+@click.pass_obj
+def dlq(settings: Settings, limit: int, topic: str | None, as_json: bool, state_path: Path | None):
+    """List dead letters, newest first: change events the engine could not decode or
+    apply, with topic, partition, offset, key, raw value, the reason and when.
+
+    Opens the state file read-only; while `changefold run` holds it (DuckDB
+    allows one process), stop the engine first.
+    """
+    path = state_path or settings.state_file
+    if not Path(path).exists():
+        raise click.ClickException(f"no state file at {path}: run `changefold run` first")
+    with Store(path, read_only=True) as store:
+        store.migrate(settings.state_sql_dir)
+        with store.reading() as conn:
+            letters = deadletters.listing(conn, limit=limit, topic=topic)
+    if as_json:
+        for d in letters:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": d.id,
+                        "failed_at": d.failed_at.isoformat(),
+                        "group_id": d.group_id,
+                        "topic": d.topic,
+                        "partition": d.partition,
+                        "offset": d.offset,
+                        "stage": d.stage,
+                        "error": d.error,
+                        **_bytes_field("key", d.key),
+                        **_bytes_field("value", d.value),
+                    }
+                )
+            )
+        return
+    if not letters:
+        click.echo("no dead letters")
+        return
+    table = Table(title=f"dead letters ({len(letters)} newest)")
+    for col in ("id", "failed at", "topic[partition]@offset", "stage", "error", "key", "value"):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        table.add_row(
+            str(d.id),
+            d.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{d.topic}[{d.partition}]@{d.offset}",
+            d.stage,
+            d.error,
+            _preview(d.key),
+            _preview(d.value),
+        )
+    Console().print(table)
+
+
+def _bytes_field(name: str, data: bytes | None) -> dict[str, Any]:
+    if data is None:
+        return {name: None}
+    try:
+        return {name: data.decode()}
+    except UnicodeDecodeError:
+        return {name: None, f"{name}_base64": base64.b64encode(data).decode()}
+
+
+def _preview(data: bytes | None, size: int = 60) -> str:
+    if data is None:
+        return "(none)"
+    text = data.decode(errors="replace")
+    return text if len(text) <= size else text[: size - 3] + "..."
