@@ -11,7 +11,8 @@ lifted on appeal), and removal of players who signed up and never played.
 
 Each player has a hidden skill that shapes their points. With `hot_key_share`,
 that share of match seats goes to a few hot players, so the players topic (keyed
-by player_id) gets partition skew. A season lasts 7 simulated days.
+by player_id) gets partition skew; as a player takes at most one seat per match,
+the share levels off near 0.7. A season lasts 7 simulated days.
 """
 
 from __future__ import annotations

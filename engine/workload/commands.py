@@ -75,7 +75,8 @@ Postgres is reached through CHANGEFOLD_PG_HOST / _PORT / _USER / _PASSWORD / _DA
     default=0.0,
     show_default=True,
     help="Share (0-0.95) of activity sent to 3 hot keys: business accounts (bank) or "
-    "players (arcade), to make partition skew visible downstream.",
+    "players (arcade; share of match seats, levels off near 0.7), to make partition skew "
+    "visible downstream.",
 )
 @click.option(
     "--population",
