@@ -15,6 +15,7 @@ from engine import __version__
 from engine.config import Settings
 from engine.errors import ChangefoldError
 from engine.pipeline.commands import dlq, run
+from engine.serve.command import sql
 from engine.stack.commands import stack
 from engine.workload.commands import generate
 
@@ -56,5 +57,6 @@ def main(ctx: click.Context, verbose: int) -> None:
 # -- commands -------------------------------------------------------------------------
 main.add_command(stack)
 main.add_command(generate)
+main.add_command(sql)
 main.add_command(run)
 main.add_command(dlq)

@@ -1,0 +1,225 @@
+"""The HTTP API over the state: query, health, metrics. An ASGI app (FastAPI).
+
+Endpoints:
+
+- `POST /query` with JSON `{"sql": "...", "format": "json"|"arrow", "max_rows": n}`:
+  JSON answers `{"columns": [{"name", "type"}], "rows": [[...]], "row_count",
+  "truncated", "elapsed_ms"}`; Arrow answers an Arrow IPC stream
+  (`application/vnd.apache.arrow.stream`) with the row count, truncated flag
+  and time in `X-Changefold-*` headers. A refused, invalid, failing or timed
+  out query answers 400 (429 when too many run at once) with
+  `{"error": kind, "message": ...}`, the message being DuckDB's where DuckDB
+  produced it; never a stack trace, and the server keeps serving.
+- `GET /health`: status, state file, mode, newest batch time, its age and freshness.
+- `GET /metrics`: pipeline figures as JSON (engine.serve.metrics) and API counters.
+- `GET /metrics/prometheus`: the same in the Prometheus text format.
+
+Query endpoints are plain (sync) functions: they run in the server's thread
+pool, each on its own DuckDB cursor, never in the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import duckdb
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from engine import __version__
+from engine.config import Settings
+from engine.errors import ApiError, QueryError
+from engine.serve import formats, metrics, prom
+from engine.serve.query import run_query
+from engine.serve.reader import StateReader
+from engine.serve.timeouts import Deadline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    max_rows: int = 10000
+    statement_timeout_s: float = 10.0
+    max_concurrent_queries: int = 4
+    metrics_window_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiOptions:
+        return cls(
+            max_rows=settings.api_max_rows,
+            statement_timeout_s=settings.api_statement_timeout_s,
+            max_concurrent_queries=settings.api_max_concurrent_queries,
+            metrics_window_s=settings.api_metrics_window_s,
+        )
+
+
+class QueryRequest(BaseModel):
+    sql: str = Field(description="One read statement (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN).")
+    format: Literal["json", "arrow"] = Field("json", description="Answer as JSON or Arrow IPC.")
+    max_rows: int | None = Field(
+        None, ge=1, description="Rows to return at most; capped by the server's row cap."
+    )
+
+
+class ApiStats:
+    """Counters of answered queries by outcome, for /metrics. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
+        self._seconds = 0.0
+
+    def note(self, outcome: str, seconds: float) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+            self._seconds += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"queries": dict(self._outcomes), "query_seconds": round(self._seconds, 6)}
+
+
+#: HTTP status per QueryError kind.
+_STATUS = {"busy": 429}
+
+
+def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
+    """The ASGI app answering from `reader`."""
+    app = FastAPI(
+        title="changefold query API",
+        version=__version__,
+        description="Read-only SQL over changefold's DuckDB state, with health and metrics.",
+    )
+    slots = threading.BoundedSemaphore(options.max_concurrent_queries)
+    stats = ApiStats()
+    app.state.reader = reader
+    app.state.stats = stats
+
+    @app.exception_handler(QueryError)
+    def _query_error(_: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.kind, "message": exc.message}, status_code=_STATUS.get(exc.kind, 400)
+        )
+
+    @app.exception_handler(ApiError)
+    def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": "unavailable", "message": str(exc)}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return JSONResponse(
+            {"error": "invalid", "message": f"bad request body ({problems}); send JSON "
+             '{"sql": "SELECT ...", "format": "json" or "arrow"}'},
+            status_code=400,
+        )  # fmt: skip
+
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("query API: unexpected error")
+        return JSONResponse(
+            {
+                "error": "internal",
+                "message": f"unexpected {type(exc).__name__}; see the engine log",
+            },
+            status_code=500,
+        )
+
+    @app.post("/query", summary="Run one read-only SQL statement")
+    def query(body: QueryRequest) -> Response:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if not slots.acquire(timeout=options.statement_timeout_s):
+                raise QueryError(
+                    "busy",
+                    f"{options.max_concurrent_queries} queries are running already; retry "
+                    "shortly, or raise CHANGEFOLD_API_MAX_CONCURRENT_QUERIES",
+                )
+            try:
+                limit = min(body.max_rows or options.max_rows, options.max_rows)
+                result = run_query(
+                    reader, body.sql, max_rows=limit, timeout_s=options.statement_timeout_s
+                )
+            finally:
+                slots.release()
+        except QueryError as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            stats.note(outcome, time.perf_counter() - started)
+        headers = {
+            formats.ROW_COUNT_HEADER: str(result.row_count),
+            formats.TRUNCATED_HEADER: "true" if result.truncated else "false",
+            formats.ELAPSED_HEADER: f"{result.elapsed_ms:.3f}",
+        }
+        if body.format == "arrow":
+            return Response(
+                formats.to_arrow_stream(result), media_type=formats.ARROW_STREAM, headers=headers
+            )
+        payload = formats.to_payload(result)
+        return Response(
+            formats.to_json_bytes(payload), media_type="application/json", headers=headers
+        )
+
+    @app.get("/health", summary="Is the API up, and how fresh is the state")
+    def health() -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        figures = _read(reader, options, lambda cur: metrics.health(cur, now=now))
+        return {
+            "status": "ok",
+            "version": __version__,
+            "mode": reader.mode,
+            "state_file": reader.state_file,
+            "now": now.isoformat(),
+            **figures,
+        }
+
+    @app.get("/metrics", summary="Lag, throughput, batch timings, freshness, dead letters")
+    def metrics_json() -> dict[str, Any]:
+        figures = _figures(reader, options)
+        return {**figures, "api": stats.snapshot(), "state_file": reader.state_file}
+
+    @app.get("/metrics/prometheus", summary="The metrics in the Prometheus text format")
+    def metrics_prometheus() -> Response:
+        text = prom.render(_figures(reader, options), stats.snapshot())
+        return Response(text, media_type=prom.CONTENT_TYPE)
+
+    return app
+
+
+def _figures(reader: StateReader, options: ApiOptions) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return _read(
+        reader,
+        options,
+        lambda cur: metrics.collect(cur, window_s=options.metrics_window_s, now=now),
+    )
+
+
+def _read(reader: StateReader, options: ApiOptions, read: Any) -> dict[str, Any]:
+    """Run one of our own read functions on a fresh cursor under the statement timeout."""
+    with reader.cursor() as cur:
+        deadline = Deadline(cur, options.statement_timeout_s)
+        try:
+            with deadline:
+                figures: dict[str, Any] = read(cur)
+                return figures
+        except duckdb.Error as exc:
+            if deadline.expired:
+                raise ApiError(
+                    "reading the metrics took longer than the statement timeout"
+                ) from None
+            raise ApiError(f"cannot read the state's figures: {exc}") from None

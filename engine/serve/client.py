@@ -1,0 +1,56 @@
+"""A small client of the query API (used by `changefold sql`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from engine.errors import ApiError, QueryError
+
+
+class ApiClient:
+    def __init__(self, url: str, *, timeout_s: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def health(self, *, timeout_s: float = 2.0) -> dict[str, Any] | None:
+        """The API's /health answer, or None when nothing answers at the URL."""
+        try:
+            response = httpx.get(f"{self.url}/health", timeout=timeout_s)
+        except httpx.TransportError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) and body.get("status") == "ok" else None
+
+    def query(self, sql: str, *, max_rows: int | None = None) -> dict[str, Any]:
+        """The JSON answer of POST /query; QueryError carries the API's refusal or error."""
+        body: dict[str, Any] = {"sql": sql, "format": "json"}
+        if max_rows is not None:
+            body["max_rows"] = max_rows
+        try:
+            response = httpx.post(f"{self.url}/query", json=body, timeout=self.timeout_s)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"the query API at {self.url} did not answer ({exc}); is the engine "
+                "(`changefold run`) still running?"
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ApiError(
+                f"the query API at {self.url} answered HTTP {response.status_code} without "
+                "JSON; is that URL the changefold engine's API?"
+            )
+        if response.status_code != 200:
+            raise QueryError(
+                str(answer.get("error", "failed")), str(answer.get("message", response.text))
+            )
+        return answer

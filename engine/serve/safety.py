@@ -1,0 +1,234 @@
+"""Which SQL the query API runs: one read statement, parsed by DuckDB itself.
+
+The main guards are DuckDB's own (see engine.serve.reader): external access
+off for the database, and a READ ONLY transaction around every query. This
+module adds two checks before anything runs:
+
+1. The text must be exactly one statement of type SELECT (which in DuckDB also
+   covers WITH ... SELECT, SHOW, DESCRIBE, SUMMARIZE, FROM-first, VALUES and
+   TABLE) or an EXPLAIN [ANALYZE] of one. INSERT, UPDATE, DELETE, CREATE, DROP,
+   ALTER, COPY, ATTACH, DETACH, INSTALL, LOAD, PRAGMA, SET, CALL, EXPORT,
+   IMPORT, ... and several statements at once are refused.
+2. The statement's syntax tree (DuckDB's `json_serialize_sql`) may only call
+   table functions of an allow list (generators, unnest, JSON walkers, catalog
+   introspection) or the database's own table macros: file readers
+   (`read_csv`, `read_text`, `glob`, `parquet_scan`, ...), `query()` (which
+   would run unchecked SQL text), pointer scans (`arrow_scan`) and functions
+   with side effects (`checkpoint`, `enable_logging`, ...) are refused even
+   though the settings already stop most of them. A table name that looks like
+   a file path or URL is refused too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+
+from engine.errors import QueryError
+
+_ST = duckdb.StatementType
+
+#: Table functions a query may call. Everything else is refused.
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "repeat",
+        "repeat_row",
+        "json_each",
+        "json_tree",
+        "summary",
+        "pg_timezone_names",
+        "icu_calendar_names",
+        "duckdb_columns",
+        "duckdb_constraints",
+        "duckdb_databases",
+        "duckdb_dependencies",
+        "duckdb_functions",
+        "duckdb_indexes",
+        "duckdb_keywords",
+        "duckdb_schemas",
+        "duckdb_sequences",
+        "duckdb_settings",
+        "duckdb_tables",
+        "duckdb_types",
+        "duckdb_views",
+        "duckdb_memory",
+        "pragma_table_info",
+        "pragma_version",
+        "pragma_database_size",
+        "pragma_storage_info",
+        "pragma_show",
+        "pragma_collations",
+        "pragma_platform",
+    }
+)
+
+_READ_FORMS = "SELECT (also WITH ... SELECT, SHOW, DESCRIBE, SUMMARIZE and EXPLAIN)"
+
+#: Words for the refused statement types, as a user would have typed them.
+_TYPE_WORDS = {
+    _ST.INSERT: "INSERT",
+    _ST.UPDATE: "UPDATE",
+    _ST.DELETE: "DELETE",
+    _ST.CREATE: "CREATE",
+    _ST.CREATE_FUNC: "CREATE FUNCTION/MACRO",
+    _ST.DROP: "DROP",
+    _ST.ALTER: "ALTER",
+    _ST.COPY: "COPY",
+    _ST.COPY_DATABASE: "COPY FROM DATABASE",
+    _ST.ATTACH: "ATTACH",
+    _ST.DETACH: "DETACH",
+    _ST.LOAD: "INSTALL/LOAD",
+    _ST.EXTENSION: "extension",
+    _ST.PRAGMA: "PRAGMA (or IMPORT DATABASE)",
+    _ST.SET: "SET/RESET/USE (and PRAGMA name = value)",
+    _ST.VARIABLE_SET: "SET VARIABLE",
+    _ST.CALL: "CALL/CHECKPOINT",
+    _ST.EXPORT: "EXPORT DATABASE",
+    _ST.TRANSACTION: "transaction (BEGIN/COMMIT/ROLLBACK)",
+    _ST.PREPARE: "PREPARE",
+    _ST.EXECUTE: "EXECUTE",
+    _ST.VACUUM: "VACUUM/ANALYZE",
+    _ST.MERGE_INTO: "MERGE",
+    _ST.MULTI: "multi-step (for example PIVOT without an IN list)",
+}
+
+_PATH_MARKS = ("/", "\\", "://")
+
+
+def refused(message: str) -> QueryError:
+    return QueryError("refused", message)
+
+
+def checked_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The one read statement in `sql`, ready to run; raises QueryError otherwise."""
+    text = sql.strip()
+    if not text:
+        raise QueryError("invalid", f"the query is empty: send one {_READ_FORMS} statement")
+    statement = _single_statement(cur, text)
+    kind = _type_of(statement)
+    if kind == _ST.SELECT:
+        select = str(statement.query)
+    elif kind == _ST.EXPLAIN:
+        select = _explained(cur, str(statement.query))
+    else:
+        raise refused(_type_refusal(kind))
+    _check_tree(cur, select)
+    return str(statement.query)
+
+
+def _single_statement(cur: duckdb.DuckDBPyConnection, text: str) -> duckdb.Statement:
+    try:
+        statements = cur.extract_statements(text)
+    except duckdb.Error as exc:
+        raise QueryError("invalid", str(exc)) from None
+    if not statements:
+        raise QueryError("invalid", f"the query has no statement: send one {_READ_FORMS}")
+    if len(statements) > 1:
+        raise refused(
+            f"the query holds {len(statements)} statements: send one statement per request"
+        )
+    return statements[0]
+
+
+def _type_of(statement: duckdb.Statement) -> duckdb.StatementType:
+    try:
+        return statement.type
+    except ValueError:
+        # A statement type newer than the Python client knows (e.g. UPDATE EXTENSIONS).
+        raise refused(
+            f"this kind of statement is not allowed: the API is read-only and runs only "
+            f"{_READ_FORMS}"
+        ) from None
+
+
+def _type_refusal(kind: duckdb.StatementType) -> str:
+    word = _TYPE_WORDS.get(kind, str(kind).rsplit(".", 1)[-1])
+    return f"{word} statements are not allowed: the API is read-only and runs only {_READ_FORMS}"
+
+
+def _explained(cur: duckdb.DuckDBPyConnection, explain: str) -> str:
+    """The statement an EXPLAIN [ANALYZE] [(options)] is about; it must be a SELECT.
+
+    DuckDB's statement object does not expose the inner statement, so take the
+    first suffix, at a token boundary after EXPLAIN, that parses as one
+    statement. (Were this ever to pick wrongly, the READ ONLY transaction still
+    stops an `EXPLAIN ANALYZE` of a write.)
+    """
+    for position, _ in duckdb.tokenize(explain)[1:]:
+        try:
+            inner = cur.extract_statements(explain[position:])
+        except (duckdb.Error, ValueError):
+            continue
+        if len(inner) != 1:
+            break
+        kind = _type_of(inner[0])
+        if kind != _ST.SELECT:
+            raise refused("EXPLAIN of " + _type_refusal(kind))
+        return str(inner[0].query)
+    raise QueryError("invalid", "cannot find the statement this EXPLAIN is about")
+
+
+def _check_tree(cur: duckdb.DuckDBPyConnection, select: str) -> None:
+    rows = cur.execute("SELECT json_serialize_sql(?)", [select]).fetchall()
+    tree = json.loads(rows[0][0]) if rows else {"error": True, "error_message": "no answer"}
+    if tree.get("error"):
+        raise refused(
+            "this form of SELECT cannot be checked by the API "
+            f"({tree.get('error_message', 'unknown reason')}); rewrite it as a plain SELECT"
+        )
+    macros: set[str] | None = None
+    for node in _nodes(tree):
+        kind = node.get("type")
+        if kind == "TABLE_FUNCTION":
+            name = _function_name(node)
+            if name in ALLOWED_TABLE_FUNCTIONS:
+                continue
+            if macros is None:
+                macros = _table_macros(cur)
+            if name not in macros:
+                raise refused(
+                    f"the table function {name}() is not allowed: queries may read only the "
+                    "state's tables and views (no files, network, extensions or side effects)"
+                )
+        elif kind == "BASE_TABLE":
+            table = str(node.get("table_name", ""))
+            if any(mark in table for mark in _PATH_MARKS):
+                raise refused(
+                    f"reading {table!r} is not allowed: queries may read only the state's "
+                    "tables and views, not files or URLs"
+                )
+
+
+def _nodes(value: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON object in the syntax tree, depth first."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            yield item
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _function_name(node: dict[str, Any]) -> str:
+    function = node.get("function") or {}
+    name = function.get("function_name") if isinstance(function, dict) else None
+    if not name:
+        raise refused("a table function call of an unknown form is not allowed")
+    return str(name).lower()
+
+
+def _table_macros(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    """Table macros the state itself defines (engine-made, so as safe as its views)."""
+    rows = cur.execute(
+        "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+        "WHERE function_type = 'table_macro' AND NOT internal"
+    ).fetchall()
+    return {str(r[0]) for r in rows}
