@@ -104,6 +104,47 @@ class Settings:
     #: Window of the throughput and batch-timing figures of /metrics.
     api_metrics_window_s: float = 60.0
 
+    # Derived views (sql/views/): leaderboard window and fraud rule thresholds.
+    # Money is in EUR, windows in seconds of event time (the rows' own timestamps).
+    #: leaderboard_window covers the scores of the last N minutes of event time.
+    leaderboard_window_min: int = 60
+    #: Card payments under this amount are "tiny" (card testing), not velocity.
+    fraud_tiny_eur: float = 5.0
+    #: velocity_burst: payments in the window >= max(min count, factor x the account's
+    #: usual maximum per window over the baseline days).
+    fraud_velocity_window_s: int = 600
+    fraud_velocity_min_count: int = 6
+    fraud_velocity_baseline_factor: float = 2.0
+    fraud_baseline_days: int = 7
+    #: card_testing: tiny card-not-present payments at distinct merchants in the window;
+    #: a payment of at least the large amount right after them joins the alert.
+    fraud_card_testing_window_s: int = 900
+    fraud_card_testing_min_count: int = 4
+    fraud_card_testing_min_merchants: int = 3
+    fraud_card_testing_large_eur: float = 100.0
+    #: impossible_travel: card present in two countries at least min km apart, faster
+    #: than max km/h.
+    fraud_travel_max_kmh: float = 1000.0
+    fraud_travel_min_km: float = 500.0
+    #: account_takeover: transfers out within the window from an untrusted device
+    #: registered abroad at most device_age seconds before, moving at least min_share
+    #: of the balance.
+    fraud_takeover_window_s: int = 7200
+    fraud_takeover_device_age_s: int = 86400
+    fraud_takeover_min_share: float = 0.25
+    #: structuring: at least min_count cash deposits in [threshold x (1 - band),
+    #: threshold) within the window.
+    fraud_structuring_threshold_eur: float = 10000.0
+    fraud_structuring_band: float = 0.10
+    fraud_structuring_min_count: int = 2
+    fraud_structuring_window_s: int = 172800
+    #: new_account_large_transfer: an account at most age_days old receives at least
+    #: min_inflow from outside the customer and moves move_share of it on within the window.
+    fraud_new_account_age_days: int = 7
+    fraud_new_account_min_inflow_eur: float = 5000.0
+    fraud_new_account_move_share: float = 0.8
+    fraud_new_account_move_window_s: int = 10800
+
     def __post_init__(self) -> None:
         # Fill the derived defaults; frozen, so through object.__setattr__.
         home = self.home or self.project_dir / ".stack"
@@ -143,6 +184,14 @@ class Settings:
                 raise ConfigError(
                     f"{_env_name(name)}={getattr(self, name)}: must be a positive number of seconds"
                 )
+        for f in fields(self):
+            if f.name.startswith(("fraud_", "leaderboard_")) and not getattr(self, f.name) > 0:
+                raise ConfigError(
+                    f"{_env_name(f.name)}={getattr(self, f.name)}: must be more than 0"
+                )
+        for name in ("fraud_structuring_band", "fraud_takeover_min_share"):
+            if not getattr(self, name) < 1:
+                raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be below 1")
         if self.topic_partitions < 1:
             raise ConfigError(
                 f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
@@ -178,6 +227,11 @@ class Settings:
     def jars(self) -> Path:
         assert self.jars_dir is not None
         return self.jars_dir
+
+    @property
+    def views_sql_dir(self) -> Path:
+        """Derived views (one file per view) and their state tables."""
+        return self.project_dir / "sql" / "views"
 
     @property
     def connectors_dir(self) -> Path:

@@ -120,3 +120,12 @@ class QueryError(ApiError):
         self.kind = kind
         self.message = message
         super().__init__(message)
+
+
+class ViewError(ChangefoldError):
+    """A derived view (sql/views/) cannot be installed or maintained.
+
+    Raised at engine start for a view file that does not parse or reads an
+    unknown table (the message names the file and quotes DuckDB), and during a
+    batch when a view's SQL fails (the batch's transaction then rolls back).
+    """

@@ -1,0 +1,117 @@
+-- Tables of the derived views (schema `views`), next to the mirror tables in the
+-- engine's DuckDB state and written in the same transaction as each batch.
+-- Created at engine start when missing (IF NOT EXISTS: safe to run every start).
+CREATE SCHEMA IF NOT EXISTS views;
+
+-- Bookkeeping: the last batch whose changes the views contain (a batch id at or
+-- below it is a replay and is skipped), and the event-time clocks (watermarks).
+CREATE TABLE IF NOT EXISTS views.progress (
+    name      VARCHAR PRIMARY KEY,
+    batch_id  BIGINT,
+    -- newest event time seen (never moves back)
+    clock     TIMESTAMPTZ,
+    updated   TIMESTAMPTZ
+);
+
+-- Per player sums over every score in the mirror (banned and not yet mirrored players
+-- included), kept by adding each batch's after-rows and subtracting its before-rows.
+CREATE TABLE IF NOT EXISTS views.player_totals (
+    player_id    BIGINT PRIMARY KEY,
+    total_points BIGINT NOT NULL,
+    best_points  INTEGER,
+    scores       INTEGER NOT NULL
+);
+
+-- leaderboard: players who exist, are not banned and have at least one score.
+-- rank: 1 = most total points (ties share a rank). prev_rank/rank_change: the rank
+-- before the last batch that changed the arcade tables; rank_change > 0 moved up,
+-- NULL = new on the board.
+CREATE TABLE IF NOT EXISTS views.leaderboard (
+    player_id     BIGINT PRIMARY KEY,
+    name          VARCHAR,
+    country       VARCHAR,
+    total_points  BIGINT NOT NULL,
+    best_points   INTEGER,
+    scores        INTEGER NOT NULL,
+    rank          INTEGER,
+    prev_rank     INTEGER,
+    rank_change   INTEGER,
+    updated_batch BIGINT
+);
+
+-- leaderboard_window: the same over the scores achieved in the last N minutes of
+-- event time: achieved_at in (window_end - N minutes, window_end], window_end = the
+-- newest achieved_at seen (views.progress 'leaderboard_window').
+CREATE TABLE IF NOT EXISTS views.leaderboard_window (
+    player_id     BIGINT PRIMARY KEY,
+    name          VARCHAR,
+    country       VARCHAR,
+    total_points  BIGINT NOT NULL,
+    best_points   INTEGER,
+    scores        INTEGER NOT NULL,
+    rank          INTEGER,
+    prev_rank     INTEGER,
+    rank_change   INTEGER,
+    updated_batch BIGINT
+);
+
+-- fraud_alerts: one row per detected episode of a rule on an account. Raised once:
+-- the id is a digest of rule, account and the episode's first triggering
+-- transaction; later batches may add evidence to it, never raise it again.
+CREATE TABLE IF NOT EXISTS views.fraud_alerts (
+    alert_id            VARCHAR PRIMARY KEY,
+    rule                VARCHAR NOT NULL,
+    account_id          BIGINT NOT NULL,
+    customer_id         BIGINT,
+    severity            DOUBLE NOT NULL,
+    reason              VARCHAR NOT NULL,
+    evidence_txn_ids    BIGINT[] NOT NULL,
+    -- event time of the transaction that made the rule fire
+    event_time          TIMESTAMPTZ NOT NULL,
+    -- event-time span of the evidence
+    window_start        TIMESTAMPTZ NOT NULL,
+    window_end          TIMESTAMPTZ NOT NULL,
+    -- wall clock of the batch that raised it, and the stream's event-time clock then
+    detected_at         TIMESTAMPTZ NOT NULL,
+    detected_event_time TIMESTAMPTZ,
+    first_batch         BIGINT NOT NULL,
+    last_batch          BIGINT NOT NULL
+);
+
+-- account_risk: current risk of accounts with recent alerts or recent declines.
+CREATE TABLE IF NOT EXISTS views.account_risk (
+    account_id   BIGINT PRIMARY KEY,
+    customer_id  BIGINT,
+    -- 0 (nothing unusual) .. 1
+    risk_score   DOUBLE NOT NULL,
+    risk_level   VARCHAR NOT NULL,
+    alerts_7d    INTEGER NOT NULL,
+    top_rule     VARCHAR,
+    last_alert_at TIMESTAMPTZ,
+    declined_24h INTEGER NOT NULL,
+    reason       VARCHAR NOT NULL,
+    -- the event time the score was computed for
+    as_of        TIMESTAMPTZ,
+    updated_batch BIGINT
+);
+
+-- Velocity baseline: card payments per account per bucket of the velocity window,
+-- kept for the baseline period (older buckets are dropped).
+CREATE TABLE IF NOT EXISTS views.payment_buckets (
+    account_id   BIGINT NOT NULL,
+    bucket_start TIMESTAMPTZ NOT NULL,
+    payments     INTEGER NOT NULL,
+    PRIMARY KEY (account_id, bucket_start)
+);
+
+-- Money conservation: settled transfer legs whose other leg is missing or does not
+-- offset them after the last batch that touched them.
+CREATE TABLE IF NOT EXISTS views.unbalanced_transfers (
+    txn_id                  BIGINT PRIMARY KEY,
+    account_id              BIGINT,
+    counterparty_account_id BIGINT,
+    amount                  DECIMAL(14, 2),
+    created_at              TIMESTAMPTZ,
+    problem                 VARCHAR NOT NULL,
+    batch_id                BIGINT NOT NULL
+);
