@@ -84,9 +84,9 @@ def fold_batches(con: duckdb.DuckDBPyConnection, count: int = 3) -> None:
         con.execute("COMMIT")
     con.execute("BEGIN TRANSACTION")
     con.execute(
-        'INSERT INTO _changefold.dead_letters (group_id, topic, "partition", "offset", '
+        'INSERT INTO _changefold.dead_letters (id, group_id, topic, "partition", "offset", '
         '"key", "value", error, stage, failed_at) '
-        "VALUES ('g1', ?, 1, 7, 'k'::BLOB, 'not json'::BLOB, 'bad JSON', 'decode', now())",
+        "VALUES (1, 'g1', ?, 1, 7, 'k'::BLOB, 'not json'::BLOB, 'bad JSON', 'decode', now())",
         [TOPIC],
     )
     con.execute(
