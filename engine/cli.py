@@ -15,6 +15,7 @@ from engine import __version__
 from engine.config import Settings
 from engine.errors import ChangefoldError
 from engine.pipeline.commands import dlq, run
+from engine.replay.commands import diff, replay
 from engine.serve.command import sql
 from engine.stack.commands import stack
 from engine.workload.commands import generate
@@ -48,9 +49,10 @@ def main(ctx: click.Context, verbose: int) -> None:
         level=max(level, logging.DEBUG),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # kafka-python is chatty at INFO; keep it at WARNING unless -vv.
+    # kafka-python is chatty (INFO, and WARNINGs about its own event loop); the engine
+    # reports what matters itself. -vv shows everything.
     if verbose < 2:
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+        logging.getLogger("kafka").setLevel(logging.ERROR)
     ctx.obj = Settings.from_env()
 
 
@@ -60,3 +62,5 @@ main.add_command(generate)
 main.add_command(sql)
 main.add_command(run)
 main.add_command(dlq)
+main.add_command(replay)
+main.add_command(diff)

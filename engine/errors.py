@@ -129,3 +129,9 @@ class ViewError(ChangefoldError):
     unknown table (the message names the file and quotes DuckDB), and during a
     batch when a view's SQL fails (the batch's transaction then rolls back).
     """
+
+
+class ReplayError(ChangefoldError):
+    """A replay or a state comparison cannot be done as asked (bounds, target file, inputs)."""
+
+    exit_code = 2

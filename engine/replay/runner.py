@@ -1,0 +1,321 @@
+"""Rebuild a state file from the change topics, with the engine's own decode and fold.
+
+A replay reads with its own consumer (manual assignment, no group, no Kafka
+commits), so the live engine and its group are untouched. Its offsets are
+stored in the target file with each batch, exactly as `run` stores its own:
+an interrupted replay continues where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from kafka import KafkaConsumer, TopicPartition
+
+from engine.config import Settings
+from engine.errors import ReplayError
+from engine.pipeline.consumer import open_consumer
+from engine.pipeline.decode import Decoder
+from engine.pipeline.topics import Subscription
+from engine.pipeline.types import DecodedBatch
+from engine.replay import meta as replay_meta
+from engine.replay.bounds import StartSpec, UntilSpec, resolve
+from engine.replay.meta import REPLAY_GROUP, ReplayMeta
+from engine.state.model import OFFSET, PARTITION, SOURCE_TS_MS, BatchMetrics
+from engine.state.store import Store
+from engine.state.writer import BatchObserver, StateWriter
+
+log = logging.getLogger(__name__)
+
+#: Called after each batch with (events consumed so far, total events to consume).
+ProgressHook = Callable[[int, int], None]
+
+
+@dataclass
+class ReplayResult:
+    meta: ReplayMeta
+    resumed: bool
+    complete: bool
+    events: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+class Replay:
+    def __init__(
+        self,
+        settings: Settings,
+        target: Path,
+        subscription: Subscription,
+        start: StartSpec,
+        until: UntilSpec,
+        *,
+        observers: Sequence[BatchObserver] = (),
+    ) -> None:
+        self.settings = settings
+        self.target = target
+        self.subscription = subscription
+        self.start = start
+        self.until = until
+        self.observers = observers
+
+    # -- entry point --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_progress: ProgressHook | None = None) -> ReplayResult:
+        if self.target.resolve() == Path(self.settings.state_file).resolve():
+            raise ReplayError(
+                f"{self.target} is the live engine's state file; replay into another path"
+            )
+        existing = _existing_meta(self.target)
+        consumer = open_consumer(self.settings, "changefold-replay", group_id=None)
+        try:
+            topics = self._topics(consumer, existing)
+            tps = _partitions(consumer, topics)
+            wanted = self._wanted_meta(consumer, topics, tps, existing)
+            with Store(self.target) as store:
+                store.migrate(self.settings.state_sql_dir)
+                writer = StateWriter(
+                    store,
+                    REPLAY_GROUP,
+                    keep_batches=self.settings.metrics_keep_batches,
+                    observers=self.observers,
+                )
+                if existing is None:
+                    with store.transaction() as conn:
+                        replay_meta.save(conn, wanted)
+                result = ReplayResult(meta=wanted, resumed=existing is not None, complete=False)
+                if existing is not None and existing.finished:
+                    result.complete = True
+                    return result
+                self._consume(consumer, tps, store, writer, wanted, result, stop, on_progress)
+                return result
+        finally:
+            consumer.close(autocommit=False)
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def _topics(self, consumer: KafkaConsumer, existing: ReplayMeta | None) -> list[str]:
+        if self.subscription.topics:
+            names = sorted(self.subscription.topics)
+            missing = sorted(set(names) - set(consumer.topics()))
+            if missing:
+                raise ReplayError(f"topics not found on Kafka: {', '.join(missing)}")
+            return names
+        pattern = re.compile(self.subscription.pattern or "")
+        names = sorted(t for t in consumer.topics() if pattern.match(t))
+        if existing is not None:
+            # A resumed replay reads the topics it began with (new tables may have appeared).
+            gone = sorted(set(existing.topics) - set(names))
+            if gone:
+                raise ReplayError(f"topics of the replay no longer exist: {', '.join(gone)}")
+            return list(existing.topics)
+        if not names:
+            raise ReplayError(
+                f"no change topics on {self.settings.bootstrap_servers} match "
+                f"{self.subscription.describe()}: is the stack up and has a table changed yet?"
+            )
+        return names
+
+    def _wanted_meta(
+        self,
+        consumer: KafkaConsumer,
+        topics: list[str],
+        tps: list[TopicPartition],
+        existing: ReplayMeta | None,
+    ) -> ReplayMeta:
+        if existing is not None:
+            asked = ReplayMeta(tuple(topics), str(self.start), str(self.until), None, {}, {})
+            if not existing.same_replay(asked):
+                raise ReplayError(
+                    f"{self.target} already holds {existing.describe()}; this command asks for "
+                    f"{asked.describe()}. Run the same command to continue that replay, or "
+                    "choose another --into path (nothing was changed)"
+                )
+            return existing
+        first, end = resolve(consumer, tps, self.start, self.until)
+        return ReplayMeta(
+            topics=tuple(topics),
+            from_spec=str(self.start),
+            until_spec=str(self.until),
+            until_ts=self.until.time,
+            start_offsets=first,
+            end_offsets=end,
+        )
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _consume(
+        self,
+        consumer: KafkaConsumer,
+        tps: list[TopicPartition],
+        store: Store,
+        writer: StateWriter,
+        meta: ReplayMeta,
+        result: ReplayResult,
+        stop: threading.Event,
+        on_progress: ProgressHook | None,
+    ) -> None:
+        stored = writer.stored_offsets()
+        position = {k: stored.get(k, meta.start_offsets.get(k, 0)) for k in meta.end_offsets}
+        remaining = {k: end for k, end in meta.end_offsets.items() if position[k] < end}
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, position[(tp.topic, tp.partition)])
+        consumer.pause(*[tp for tp in tps if (tp.topic, tp.partition) not in remaining])
+        total = meta.total
+        done = sum(position[k] - meta.start_offsets.get(k, 0) for k in position)
+        decoder = Decoder()
+        until_ms = None if meta.until_ts is None else int(meta.until_ts.timestamp() * 1000)
+        t0 = time.perf_counter()
+        if on_progress:
+            on_progress(done, total)
+        while remaining and not stop.is_set():
+            polled = consumer.poll(
+                timeout_ms=self.settings.batch_max_wait_ms,
+                max_records=self.settings.batch_max_records,
+            )
+            records = [
+                r
+                for batch in polled.values()
+                for r in batch
+                if (r.topic, r.partition) in remaining
+                and r.offset < remaining[(r.topic, r.partition)]
+            ]
+            finished: set[tuple[str, int]] = set()
+            if records:
+                t_decode = time.perf_counter()
+                batch, records, cut = self._decode(decoder, writer, records, until_ms)
+                decode_ms = (time.perf_counter() - t_decode) * 1000
+                finished |= cut
+                if records:
+                    self._write(writer, batch, records, meta, decode_ms)
+                    consumed = len(records)
+                    done += consumed
+                    result.events += consumed
+                    result.batches += 1
+            for key in list(remaining):
+                tp = TopicPartition(*key)
+                if key in finished or consumer.position(tp) >= remaining[key]:
+                    finished.add(key)
+            for key in finished:
+                remaining.pop(key, None)
+                consumer.pause(TopicPartition(*key))
+            if on_progress:
+                on_progress(done if remaining else total, total)
+        result.seconds = time.perf_counter() - t0
+        if not remaining:
+            with store.transaction() as conn:
+                replay_meta.mark_finished(conn)
+            result.complete = True
+
+    def _decode(
+        self,
+        decoder: Decoder,
+        writer: StateWriter,
+        records: list[Any],
+        until_ms: int | None,
+    ) -> tuple[DecodedBatch, list[Any], set[tuple[str, int]]]:
+        """Decode; with a time bound, drop each partition's records from its first change
+        committed after the bound on (that partition is then complete)."""
+        batch = decoder.decode(records, writer.known_schemas())
+        if until_ms is None:
+            return batch, records, set()
+        cut: dict[tuple[str, int], int] = {}
+        for table in batch.tables:
+            late = (
+                table.frame.filter(pl.col(SOURCE_TS_MS) > until_ms)
+                .group_by(PARTITION)
+                .agg(pl.col(OFFSET).min())
+            )
+            for partition, offset in late.iter_rows():
+                key = (table.topic, int(partition))
+                cut[key] = min(cut.get(key, offset), int(offset))
+        if not cut:
+            return batch, records, set()
+        kept = [r for r in records if r.offset < cut.get((r.topic, r.partition), r.offset + 1)]
+        return decoder.decode(kept, writer.known_schemas()), kept, set(cut)
+
+    def _write(
+        self,
+        writer: StateWriter,
+        batch: DecodedBatch,
+        records: list[Any],
+        meta: ReplayMeta,
+        decode_ms: float,
+    ) -> None:
+        progress = tuple(
+            replace(p, end_offset=meta.end_offsets.get((p.topic, p.partition)))
+            for p in batch.progress
+        )
+        index = {(r.topic, r.partition, r.offset): r for r in records}
+
+        def raw(topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
+            rec = index[(topic, partition, offset)]
+            return rec.key, rec.value
+
+        writer.write(
+            member="replay",
+            tables=batch.tables,
+            dead_letters=batch.dead_letters,
+            progress=progress,
+            metrics_base=BatchMetrics(
+                member="replay",
+                records=batch.records,
+                bytes=batch.bytes,
+                tombstones=batch.tombstones,
+                skipped=batch.skipped,
+                dead_letters=0,
+                upserts=0,
+                deletes=0,
+                decode_ms=decode_ms,
+                fold_ms=0.0,
+                newest_source_ts_ms=batch.newest_source_ts_ms,
+            ),
+            raw=raw,
+        )
+
+
+def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:
+    tps = []
+    for topic in topics:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise ReplayError(f"topic {topic} has no partitions (or does not exist)")
+        tps += [TopicPartition(topic, p) for p in sorted(parts)]
+    return tps
+
+
+def _existing_meta(target: Path) -> ReplayMeta | None:
+    """The replay a target file holds; ReplayError if it exists and is not a replay."""
+    if not target.exists():
+        return None
+    try:
+        conn = duckdb.connect(str(target), read_only=True)
+    except duckdb.Error as exc:
+        raise ReplayError(
+            f"{target} exists and is not a changefold state file ({str(exc).splitlines()[0]}); "
+            "choose another --into path (nothing was changed)"
+        ) from None
+    try:
+        found = replay_meta.load(conn)
+    finally:
+        conn.close()
+    if found is None:
+        raise ReplayError(
+            f"{target} exists and is not a replay (no replay record in it); choose another "
+            "--into path (nothing was changed)"
+        )
+    return found
