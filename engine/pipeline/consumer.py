@@ -54,14 +54,21 @@ def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
 
 def open_consumer(settings: Settings, client_id: str, **extra: Any) -> KafkaConsumer:
     """A KafkaConsumer, or KafkaUnavailableError naming the brokers and the fix."""
+    # While bootstrapping, kafka-python logs every refused connection as an ERROR;
+    # the one error that matters is raised below.
+    net_log = logging.getLogger("kafka.net")
+    level = net_log.level
+    net_log.setLevel(logging.CRITICAL)
     try:
         return KafkaConsumer(**{**kafka_config(settings, client_id), **extra})
-    except (kafka_errors.NoBrokersAvailable, kafka_errors.KafkaTimeoutError) as exc:
+    except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
         raise KafkaUnavailableError(
             f"cannot reach Kafka at {settings.bootstrap_servers} "
             f"(gave up after {BOOTSTRAP_TIMEOUT_MS // 1000} s: {exc}). Start the stack with "
             "`changefold stack up`, or point CHANGEFOLD_KAFKA_PORT at your broker"
         ) from None
+    finally:
+        net_log.setLevel(level)
 
 
 def check_topics(consumer: KafkaConsumer, topics: Sequence[str]) -> None:

@@ -42,9 +42,11 @@ def insert(conn: duckdb.DuckDBPyConnection, group_id: str, letters: Sequence[Dea
     conn.register("__changefold_dead_letters", frame.to_arrow())
     try:
         conn.execute(
-            f'INSERT INTO {_TABLE} (group_id, topic, "partition", "offset", "key", "value", '
-            'error, stage, failed_at) SELECT ?, topic, "partition", "offset", "key", "value", '
-            "error, stage, now() FROM __changefold_dead_letters",
+            f'INSERT INTO {_TABLE} (id, group_id, topic, "partition", "offset", "key", "value", '
+            "error, stage, failed_at) "
+            f"SELECT (SELECT coalesce(max(id), 0) FROM {_TABLE}) + row_number() OVER (), "
+            '?, topic, "partition", "offset", "key", "value", error, stage, now() '
+            "FROM __changefold_dead_letters",
             [group_id],
         )
     finally:

@@ -15,8 +15,11 @@ _PARTITIONS = f"{INTERNAL_SCHEMA}.batch_partitions"
 
 
 def next_batch_id(conn: duckdb.DuckDBPyConnection) -> int:
-    # fetchall: DuckDB refuses further work on a connection with an unfinished result.
-    (row,) = conn.execute(f"SELECT nextval('{INTERNAL_SCHEMA}.batch_ids')").fetchall()
+    """The next batch id, inside the batch's transaction (under the writer lock).
+
+    Not a DuckDB sequence: after a crash a sequence may hand out a value again.
+    """
+    (row,) = conn.execute(f"SELECT coalesce(max(batch_id), 0) + 1 FROM {_BATCHES}").fetchall()
     return int(row[0])
 
 

@@ -166,8 +166,8 @@ class StateWriter:
                 observe(conn, batch_id, tuple(deltas))
             deadletters.insert(conn, self.group_id, dead_letters)
             offsets.save(conn, self.group_id, progress)
-            for batch_id, ms in self._pending_commit_ms.items():
-                metrics.set_commit_ms(conn, batch_id, ms)
+            for earlier, ms in self._pending_commit_ms.items():
+                metrics.set_commit_ms(conn, earlier, ms)
             fold_ms = (time.perf_counter() - t0) * 1000
             figures = replace(
                 base,

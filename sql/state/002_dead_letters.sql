@@ -1,7 +1,8 @@
 -- Events that could not be decoded or applied, with the raw bytes and the reason.
-CREATE SEQUENCE _changefold.dead_letter_ids;
+-- Ids are max(id) + n, taken under the writer lock (a DuckDB sequence can hand out a
+-- value again after a crash).
 CREATE TABLE _changefold.dead_letters (
-    id          BIGINT PRIMARY KEY DEFAULT nextval('_changefold.dead_letter_ids'),
+    id          BIGINT PRIMARY KEY,
     group_id    VARCHAR NOT NULL,
     topic       VARCHAR NOT NULL,
     "partition" INTEGER NOT NULL,

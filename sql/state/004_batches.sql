@@ -1,5 +1,5 @@
 -- Figures per folded batch (bounded: the engine keeps the newest N batches).
-CREATE SEQUENCE _changefold.batch_ids;
+-- batch_id is max(batch_id) + 1, taken in the batch's transaction.
 CREATE TABLE _changefold.batches (
     batch_id         BIGINT PRIMARY KEY,
     group_id         VARCHAR NOT NULL,

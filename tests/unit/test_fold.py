@@ -251,3 +251,16 @@ def test_observers_see_changed_rows_before_and_after_inside_the_transaction() ->
     with pytest.raises(ValueError):
         fold(writer, [t.event("d", {"id": 1})])
     assert [r[0] for r in _mirror(writer)] == [1, 3, 9]
+
+
+def test_kafka_commit_times_are_written_with_the_next_batch() -> None:
+    writer = memory_writer()
+    t = _table()
+    _b, first = fold(writer, [t.event("c", {"id": 1}, after=_row(1))])
+    writer.note_commit(first.batch_id, 12.5)
+    _b, second = fold(writer, [t.event("c", {"id": 2}, after=_row(2))])
+    assert second.batch_id == first.batch_id + 1
+    assert rows(writer, "SELECT batch_id, commit_ms FROM _changefold.batches ORDER BY 1") == [
+        (first.batch_id, 12.5),
+        (second.batch_id, None),
+    ]
