@@ -75,13 +75,23 @@ def load_file(path: Path) -> SqlFile:
             items = [i.strip() for i in m[2].split(",") if i.strip()]
             (inputs if m[1].lower() == "inputs" else after).extend(items)
     try:
-        parsed = duckdb.connect(":memory:").extract_statements(text)
+        parsed = _parser().extract_statements(text)
     except duckdb.Error as exc:
         raise ViewError(f"{path} does not parse: {_first_line(exc)}") from exc
     statements = tuple(Statement(s.query.strip(), frozenset(s.named_parameters)) for s in parsed)
     if not statements:
         raise ViewError(f"{path} holds no SQL statement")
     return SqlFile(path.stem, path, tuple(inputs), tuple(after), statements)
+
+
+_PARSER: list[duckdb.DuckDBPyConnection] = []
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An empty in-memory connection, only used to split files into statements."""
+    if not _PARSER:
+        _PARSER.append(duckdb.connect(":memory:"))
+    return _PARSER[0]
 
 
 def load_dir(directory: Path) -> list[SqlFile]:

@@ -334,7 +334,8 @@ FROM deposits
 WHERE n >= $fraud_structuring_min_count;
 
 -- new_account_large_transfer: an account opened days ago receives a large amount
--- from outside the customer's own accounts and moves most of it on shortly after.
+-- (a wire, or a transfer from another customer; not cash, which structuring watches)
+-- and moves most of it on shortly after.
 INSERT INTO _fa_hits
 WITH inflow AS (
     SELECT t.txn_id, t.account_id, t.created_at, t.amount, a.opened_at
@@ -343,7 +344,10 @@ WITH inflow AS (
     LEFT JOIN bank.accounts AS c ON c.account_id = t.counterparty_account_id
     WHERE t.status = 'settled'
         AND t.amount >= $fraud_new_account_min_inflow_eur
-        AND (t.kind = 'deposit' OR (t.kind = 'transfer_in' AND c.customer_id IS DISTINCT FROM a.customer_id))
+        AND (
+            (t.kind = 'deposit' AND t.channel NOT IN ('branch', 'atm'))
+            OR (t.kind = 'transfer_in' AND c.customer_id IS DISTINCT FROM a.customer_id)
+        )
         AND t.created_at >= a.opened_at
         AND t.created_at <= a.opened_at + to_days($fraud_new_account_age_days::INTEGER)
 ),
