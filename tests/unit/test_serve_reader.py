@@ -121,3 +121,19 @@ def test_open_file_held_by_another_process_points_at_the_api(tmp_path: Path) -> 
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def test_query_cursors_print_no_progress_bar(
+    writer: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """A long query must not draw DuckDB's progress bar into the engine's output."""
+    setting = "SELECT current_setting('enable_progress_bar')"
+    reader = StateReader.for_connection(writer)
+    with reader.cursor() as cur:
+        assert cur.execute(setting).fetchall() == [(False,)]
+    reader.close()
+    writer.close()
+    from_file = StateReader.open_file(tmp_path / "state.duckdb")
+    with from_file.cursor() as cur:
+        assert cur.execute(setting).fetchall() == [(False,)]
+    from_file.close()
