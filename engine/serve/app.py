@@ -13,6 +13,7 @@ Endpoints:
 - `GET /health`: status, state file, mode, newest batch time, its age and freshness.
 - `GET /metrics`: pipeline figures as JSON (engine.serve.metrics) and API counters.
 - `GET /metrics/prometheus`: the same in the Prometheus text format.
+- `GET /openapi.json`: the OpenAPI description of the above.
 
 Query endpoints are plain (sync) functions: they run in the server's thread
 pool, each on its own DuckDB cursor, never in the event loop.
@@ -98,6 +99,10 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
         title="changefold query API",
         version=__version__,
         description="Read-only SQL over changefold's DuckDB state, with health and metrics.",
+        # The schema stays at /openapi.json; the HTML docs pages would load their
+        # scripts from a CDN, which a loopback-only API should not make browsers do.
+        docs_url=None,
+        redoc_url=None,
     )
     slots = threading.BoundedSemaphore(options.max_concurrent_queries)
     stats = ApiStats()

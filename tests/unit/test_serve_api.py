@@ -361,3 +361,9 @@ def test_busy_port_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
 def test_binds_loopback_by_default(engine: Engine) -> None:
     assert engine.settings.api_host == "127.0.0.1"
     assert engine.api.host == "127.0.0.1"
+
+
+def test_openapi_schema_describes_the_endpoints(engine: Engine) -> None:
+    schema = httpx.get(f"{engine.api.url}/openapi.json").json()
+    assert {"/query", "/health", "/metrics", "/metrics/prometheus"} <= set(schema["paths"])
+    assert httpx.get(f"{engine.api.url}/docs").status_code == 404
