@@ -122,10 +122,10 @@ class Settings:
     fraud_card_testing_min_count: int = 4
     fraud_card_testing_min_merchants: int = 3
     fraud_card_testing_large_eur: float = 100.0
-    #: impossible_travel: card present in two countries at least min km apart, faster
-    #: than max km/h.
+    #: impossible_travel: card present in two countries faster apart than max km/h, the
+    #: distance between country centre points taken slack km shorter (borders).
     fraud_travel_max_kmh: float = 1000.0
-    fraud_travel_min_km: float = 500.0
+    fraud_travel_slack_km: float = 500.0
     #: account_takeover: transfers out within the window from an untrusted device
     #: registered abroad at most device_age seconds before, moving at least min_share
     #: of the balance.

@@ -255,15 +255,15 @@ class ViewMaintainer:
         return rows
 
     def _last_batch(self, con: duckdb.DuckDBPyConnection) -> int | None:
-        row = con.execute(
+        rows = con.execute(
             "SELECT batch_id FROM views.progress WHERE name = ?", [_BATCHES]
-        ).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
+        ).fetchall()
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> int:
-    row = con.execute(sql, list(params)).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    rows = con.execute(sql, list(params)).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def _ms(started: float) -> float:

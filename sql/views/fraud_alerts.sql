@@ -202,7 +202,8 @@ WHERE n_tiny >= $fraud_card_testing_min_count
     AND (tiny OR abs(amount) >= $fraud_card_testing_large_eur);
 
 -- impossible_travel: the card is present in two countries further apart than anyone
--- can travel in the time between (speed above $fraud_travel_max_kmh).
+-- can travel in the time between (speed above $fraud_travel_max_kmh), the distance
+-- between the countries' centre points taken $fraud_travel_slack_km shorter.
 INSERT INTO _fa_hits
 WITH present AS (
     SELECT
@@ -230,15 +231,19 @@ moved AS (
 SELECT
     'impossible_travel', account_id, txn_id, created_at, prev_at, created_at,
     [prev_txn, txn_id],
-    least(1.0, 0.7 + 0.1 * log10(greatest(km / greatest(hours, 1 / 3600.0) / $fraud_travel_max_kmh, 1.0))),
+    least(1.0, 0.7 + 0.1 * log10(greatest(kmh / $fraud_travel_max_kmh, 1.0))),
     format(
-        'card used in {} then in {}, {:,.0f} km away, {} min later ({:,.0f} km/h)',
-        prev_country, country, km, round(hours * 60), km / greatest(hours, 1 / 3600.0)
+        'card used in {} then in {}, at least {:,.0f} km away, {} min later ({:,.0f} km/h)',
+        prev_country, country, km - $fraud_travel_slack_km, round(hours * 60)::BIGINT, kmh
     ),
     86400
-FROM moved
-WHERE km >= $fraud_travel_min_km
-    AND km / greatest(hours, 1 / 3600.0) > $fraud_travel_max_kmh;
+FROM (
+    -- country centre points: a border can lie close to both, hence the slack
+    SELECT *, greatest(km - $fraud_travel_slack_km, 0) / greatest(hours, 1 / 3600.0) AS kmh
+    FROM moved
+    WHERE km > $fraud_travel_slack_km
+)
+WHERE kmh > $fraud_travel_max_kmh;
 
 -- account_takeover: transfers out from a device that is new, untrusted and registered
 -- outside the account's home country, moving a large share of the balance.
@@ -294,8 +299,8 @@ SELECT
     format(
         '{} transfer(s) moved {:,.2f} EUR ({:.0f}% of the balance) within {} min from an untrusted '
         || 'device registered in {} (home {}) {} min before',
-        n, moved_total, 100 * share, round(epoch(created_at - first_at) / 60.0),
-        device_country, home_country, round(epoch(first_at - registered_at) / 60.0)
+        n, moved_total, 100 * share, round(epoch(created_at - first_at) / 60.0)::BIGINT,
+        device_country, home_country, round(epoch(first_at - registered_at) / 60.0)::BIGINT
     ),
     $fraud_takeover_window_s
 FROM shares
@@ -376,7 +381,7 @@ SELECT
     format(
         'account opened {} days earlier received {:,.2f} EUR and moved {:.0f}% of it on within {} min',
         round(epoch(received_at - opened_at) / 86400.0, 1), received, 100 * moved / received,
-        round(epoch(created_at - received_at) / 60.0)
+        round(epoch(created_at - received_at) / 60.0)::BIGINT
     ),
     $fraud_new_account_move_window_s
 FROM onward
