@@ -14,6 +14,7 @@ from rich.table import Table
 from engine.config import Settings
 from engine.pipeline.runner import Runner
 from engine.pipeline.topics import subscription
+from engine.serve import StateReader, start_api
 from engine.state import deadletters
 from engine.state.store import Store
 
@@ -26,6 +27,7 @@ Settings (flag, environment variable, default):
   --topic        CHANGEFOLD_TOPICS              every <prefix>.<schema>.<table> topic
                                                 of the prefixes in connectors/*.json
   --workers      CHANGEFOLD_WORKERS             1
+  (API)          CHANGEFOLD_API_PORT            58000 (on CHANGEFOLD_API_HOST 127.0.0.1)
   --commit       CHANGEFOLD_COMMIT_MODE         sync
   --max-records  CHANGEFOLD_BATCH_MAX_RECORDS   20000
   --max-bytes    CHANGEFOLD_BATCH_MAX_BYTES     67108864
@@ -52,12 +54,25 @@ another process, 4 Kafka unreachable, 5 a --topic does not exist, 1 other errors
 @click.option("--max-bytes", "batch_max_bytes", type=click.IntRange(min=1))
 @click.option("--max-wait-ms", "batch_max_wait_ms", type=click.IntRange(min=1))
 @click.option(
+    "--api/--no-api",
+    "serve_api",
+    default=True,
+    show_default=True,
+    help="Serve the read-only query API (dashboards, `changefold sql`) on CHANGEFOLD_API_PORT.",
+)
+@click.option(
     "--idle-exit",
     type=click.FloatRange(min=0),
     help="Exit (0) once no record arrived for this many seconds: for scripts and tests.",
 )
 @click.pass_obj
-def run(settings: Settings, idle_exit: float | None, topics: tuple[str, ...], **flags: Any) -> None:
+def run(
+    settings: Settings,
+    idle_exit: float | None,
+    serve_api: bool,
+    topics: tuple[str, ...],
+    **flags: Any,
+) -> None:
     """Keep the DuckDB state equal to the captured Postgres tables.
 
     Joins the consumer group, follows the captured tables' topics and folds
@@ -84,8 +99,17 @@ def run(settings: Settings, idle_exit: float | None, topics: tuple[str, ...], **
             f"{settings.workers} member(s), commit {settings.commit_mode}; following "
             f"{sub.describe()} on {settings.bootstrap_servers}"
         )
-        runner.start_members()
-        stats = runner.run()
+        # The read-only query API shares this process's database (DuckDB has one
+        # writer process); it stops before the store closes.
+        api = start_api(settings, StateReader.for_store(store)) if serve_api else None
+        if api is not None:
+            click.echo(f"query API on {api.url}")
+        try:
+            runner.start_members()
+            stats = runner.run()
+        finally:
+            if api is not None:
+                api.stop()
     click.echo(
         f"stopped: {stats.batches} batches, {stats.records} records, {stats.upserts} upserts, "
         f"{stats.deletes} deletes, {stats.dead_letters} dead letters"
