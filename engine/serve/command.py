@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from engine.config import Settings
+from engine.replay.asof import state_as_of
 from engine.serve import formats, output
 from engine.serve.client import ApiClient
 from engine.serve.query import run_query
@@ -45,6 +46,14 @@ log = logging.getLogger(__name__)
     "stopped, as DuckDB allows one process on a file).",
 )
 @click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    help="Answer against the state as of this ISO time (source commit time): the change "
+    "history is replayed until TIME into a cached file under <home>/replays/, built once "
+    "per time and reused.",
+)
+@click.option(
     "--max-rows",
     type=click.IntRange(min=1),
     help="Show at most this many rows (default and ceiling: CHANGEFOLD_API_MAX_ROWS).",
@@ -57,6 +66,7 @@ def sql(
     api_url: str | None,
     state_path: Path | None,
     max_rows: int | None,
+    as_of: str | None,
 ) -> None:
     """Run one read-only SQL statement over the engine's state and print the rows.
 
@@ -70,9 +80,12 @@ def sql(
       changefold sql "SHOW ALL TABLES"
       changefold sql "SELECT * FROM _changefold.offsets" --format csv
       echo "SELECT count(*) FROM _changefold.dead_letters" | changefold sql -
+      changefold sql --as-of 2026-11-26T10:15:00Z "SELECT * FROM leaderboard LIMIT 10"
     """
-    if api_url and state_path:
-        raise click.UsageError("give --api or --state, not both")
+    if sum(x is not None for x in (api_url, state_path, as_of)) > 1:
+        raise click.UsageError("give at most one of --api, --state and --as-of")
+    if as_of is not None:
+        state_path = state_as_of(settings, as_of)
     if query == "-":
         query = sys.stdin.read()
     payload = _answer(settings, query, api_url, state_path, max_rows)
