@@ -148,4 +148,4 @@ def test_missing_state_file_says_how_to_create_it(tmp_path: Path) -> None:
 def test_api_and_state_together_is_a_usage_error(stopped: dict[str, str]) -> None:
     result = run_sql(stopped, "SELECT 1", "--api", "http://127.0.0.1:1", "--state", "x.duckdb")
     assert result.exit_code == 2
-    assert "not both" in result.stderr
+    assert "at most one of --api, --state and --as-of" in result.stderr
