@@ -18,6 +18,7 @@ from engine.pipeline.commands import dlq, run
 from engine.replay.commands import diff, replay
 from engine.serve.command import sql
 from engine.stack.commands import stack
+from engine.views.commands import eval_group
 from engine.workload.commands import generate
 
 
@@ -64,3 +65,4 @@ main.add_command(run)
 main.add_command(dlq)
 main.add_command(replay)
 main.add_command(diff)
+main.add_command(eval_group)

@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 
 #: State tables each view writes; emptied when the view is rebuilt from scratch.
 VIEW_STATE: Mapping[str, tuple[str, ...]] = {
-    "leaderboard": ("views.player_totals", "views.leaderboard"),
-    "leaderboard_window": ("views.leaderboard_window",),
-    "fraud_alerts": ("views.fraud_alerts", "views.payment_buckets"),
-    "account_risk": ("views.account_risk",),
-    "transfer_conservation": ("views.unbalanced_transfers",),
+    "leaderboard": ("live.player_totals", "live.leaderboard"),
+    "leaderboard_window": ("live.leaderboard_window",),
+    "fraud_alerts": ("live.fraud_alerts", "live.payment_buckets"),
+    "account_risk": ("live.account_risk",),
+    "transfer_conservation": ("live.unbalanced_transfers",),
 }
-#: views.progress row holding the last maintained batch.
+#: Schema of the views' tables (sql/views/state/).
+SCHEMA = "live"
+#: live.progress row holding the last maintained batch.
 _BATCHES = "batches"
 
 
@@ -64,6 +66,7 @@ class ViewMaintainer:
         self.params = view_params(settings)
         #: Mirror tables some view or check reads.
         self.inputs = tuple(sorted({t for f in self.files for t in f.inputs}))
+        self._prepared = False
 
     @property
     def files(self) -> list[SqlFile]:
@@ -81,7 +84,13 @@ class ViewMaintainer:
         uses an unknown parameter raises ViewError naming the file and quoting DuckDB.
         The dry run's effects are rolled back.
         """
-        self._run_ddl(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self.prepare(con)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
         con.execute("BEGIN TRANSACTION")
         try:
             stage_inputs(con, self.inputs, {})
@@ -96,20 +105,25 @@ class ViewMaintainer:
         con.execute("ROLLBACK")
         log.info("views installed: %s", ", ".join(f.name for f in self.files))
 
-    def _run_ddl(self, con: duckdb.DuckDBPyConnection) -> None:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table in self.inputs:
+    def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create what is missing: the mirror tables the views read (empty, in the shape
+        of sql/views/mirrors/) and the views' own tables. Idempotent; runs in the
+        caller's transaction, if any (no validation: see `install`)."""
+        database = con.execute("SELECT current_database()").fetchall()[0][0]
+        if database == SCHEMA:
+            raise ViewError(
+                f"the state file is named {SCHEMA}.duckdb: DuckDB names the database after "
+                f"the file, which makes the views' schema `{SCHEMA}` ambiguous; give the "
+                "state file another name"
+            )
+        for table in self.inputs:
+            if not mirror_exists(con, table):
                 schema = table.split(".", 1)[0]
-                if not mirror_exists(con, table):
-                    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                    self._create_mirror(con, table)
-            for f in self.state_ddl:
-                self._run(con, f, {})
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                self._create_mirror(con, table)
+        for f in self.state_ddl:
+            self._run(con, f, {})
+        self._prepared = True
 
     def create_mirror_tables(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create every mirror table of sql/views/mirrors/ that does not exist yet (tests,
@@ -150,6 +164,8 @@ class ViewMaintainer:
         A view with a truncated input is rebuilt from scratch.
         """
         started = time.perf_counter()
+        if not self._prepared:  # the engine may hand over a state install() never saw
+            self.prepare(con)
         last = self._last_batch(con)
         if last is not None and batch_id <= last:
             log.info("batch %d: already maintained (last %d), skipped", batch_id, last)
@@ -179,10 +195,10 @@ class ViewMaintainer:
                 if f.name == "transfer_conservation" and result:
                     violations = int(str(result[0][0]))
             new_alerts = _scalar(
-                con, "SELECT count(*) FROM views.fraud_alerts WHERE first_batch = ?", batch_id
+                con, "SELECT count(*) FROM live.fraud_alerts WHERE first_batch = ?", batch_id
             )
             con.execute(
-                "INSERT INTO views.progress (name, batch_id, updated) VALUES (?, ?, ?) "
+                "INSERT INTO live.progress (name, batch_id, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET batch_id = excluded.batch_id, "
                 "updated = excluded.updated",
                 [_BATCHES, batch_id, detected_at],
@@ -192,7 +208,7 @@ class ViewMaintainer:
         if violations:
             log.warning(
                 "batch %d: %d transfer(s) unbalanced in the bank mirror (one leg missing or "
-                "not offsetting the other); see views.unbalanced_transfers",
+                "not offsetting the other); see live.unbalanced_transfers",
                 batch_id,
                 violations,
             )
@@ -256,7 +272,7 @@ class ViewMaintainer:
 
     def _last_batch(self, con: duckdb.DuckDBPyConnection) -> int | None:
         rows = con.execute(
-            "SELECT batch_id FROM views.progress WHERE name = ?", [_BATCHES]
+            "SELECT batch_id FROM live.progress WHERE name = ?", [_BATCHES]
         ).fetchall()
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 

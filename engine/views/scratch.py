@@ -30,7 +30,7 @@ def scratch_rows(
 
 def maintained_rows(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[object, ...]]:
     cols = ", ".join(COLUMNS)
-    return con.execute(f"SELECT {cols} FROM views.{quote(view)} ORDER BY player_id").fetchall()
+    return con.execute(f"SELECT {cols} FROM live.{quote(view)} ORDER BY player_id").fetchall()
 
 
 def differences(

@@ -93,6 +93,6 @@ def run_plan(
 def read_alerts(con: duckdb.DuckDBPyConnection) -> list[Alert]:
     rows = con.execute(
         "SELECT alert_id, rule, account_id, evidence_txn_ids, event_time, detected_at, "
-        "detected_event_time FROM views.fraud_alerts"
+        "detected_event_time FROM live.fraud_alerts"
     ).fetchall()
     return [Alert(str(r[0]), str(r[1]), int(r[2]), frozenset(r[3]), r[4], r[5], r[6]) for r in rows]

@@ -6,7 +6,7 @@
 --   alerts    = 1 - prod(1 - severity * decay) over the account's alerts of the last
 --               7 days of event time, decay = exp(-age in hours / 24);
 --   behaviour = 0.3 * min(1, declined transactions in the last 24 h / 5).
--- "Now" is the bank stream's event-time clock (views.progress 'fraud_alerts').
+-- "Now" is the bank stream's event-time clock (live.progress 'fraud_alerts').
 -- risk_level: high >= 0.7, medium >= 0.3, else low. Accounts with no recent alert
 -- and no recent decline have no row.
 --
@@ -15,13 +15,13 @@
 -- transactions and the last week of alerts.
 
 CREATE OR REPLACE TEMP TABLE _ar_now AS
-SELECT (SELECT clock FROM views.progress WHERE name = 'fraud_alerts') AS now;
+SELECT (SELECT clock FROM live.progress WHERE name = 'fraud_alerts') AS now;
 
 CREATE OR REPLACE TEMP TABLE _ar_accounts AS
 SELECT account_id FROM _after_bank_transactions WHERE status = 'declined'
 UNION SELECT account_id FROM _before_bank_transactions WHERE status = 'declined'
-UNION SELECT account_id FROM views.fraud_alerts WHERE last_batch = $batch_id
-UNION SELECT account_id FROM views.account_risk;
+UNION SELECT account_id FROM live.fraud_alerts WHERE last_batch = $batch_id
+UNION SELECT account_id FROM live.account_risk;
 
 CREATE OR REPLACE TEMP TABLE _ar_alerts AS
 SELECT
@@ -33,7 +33,7 @@ SELECT
     1 - exp(sum(ln(1 - least(
         0.999, a.severity * exp(-greatest(epoch((SELECT now FROM _ar_now) - a.event_time), 0) / 86400.0)
     )))) AS part
-FROM views.fraud_alerts AS a
+FROM live.fraud_alerts AS a
 WHERE a.account_id IN (SELECT account_id FROM _ar_accounts)
     AND a.event_time > (SELECT now FROM _ar_now) - INTERVAL 7 DAYS
 GROUP BY a.account_id;
@@ -63,10 +63,10 @@ LEFT JOIN _ar_alerts AS al USING (account_id)
 LEFT JOIN _ar_declines AS de USING (account_id)
 LEFT JOIN bank.accounts AS acc USING (account_id);
 
-DELETE FROM views.account_risk
+DELETE FROM live.account_risk
 WHERE account_id IN (SELECT account_id FROM _ar_scores WHERE alerts_7d = 0 AND declined_24h = 0);
 
-INSERT INTO views.account_risk (
+INSERT INTO live.account_risk (
     account_id, customer_id, risk_score, risk_level, alerts_7d, top_rule, last_alert_at,
     declined_24h, reason, as_of, updated_batch
 )

@@ -16,10 +16,10 @@
 -- must have moved (takeover, structuring, new-account transfers).
 
 -- The bank stream's event-time clock: the newest created_at seen.
-INSERT INTO views.progress (name, clock, batch_id, updated)
+INSERT INTO live.progress (name, clock, batch_id, updated)
 SELECT 'fraud_alerts', (SELECT max(created_at) FROM _after_bank_transactions), $batch_id, now()
 ON CONFLICT (name) DO UPDATE SET
-    clock = greatest(views.progress.clock, excluded.clock),
+    clock = greatest(live.progress.clock, excluded.clock),
     batch_id = excluded.batch_id,
     updated = excluded.updated;
 
@@ -85,11 +85,11 @@ FROM (
 )
 WHERE kind = 'purchase' AND abs(amount) >= $fraud_tiny_eur AND account_id IS NOT NULL;
 
-DELETE FROM views.payment_buckets AS p
+DELETE FROM live.payment_buckets AS p
 USING _fa_buckets AS b
 WHERE p.account_id = b.account_id AND p.bucket_start = b.bucket_start;
 
-INSERT INTO views.payment_buckets (account_id, bucket_start, payments)
+INSERT INTO live.payment_buckets (account_id, bucket_start, payments)
 SELECT b.account_id, b.bucket_start, count(*)
 FROM _fa_buckets AS b
 JOIN _fa_scope AS s
@@ -137,7 +137,7 @@ busy AS (
 usual AS (
     SELECT b.txn_id, coalesce(max(p.payments), 0) AS usual_max
     FROM busy AS b
-    LEFT JOIN views.payment_buckets AS p
+    LEFT JOIN live.payment_buckets AS p
         ON p.account_id = b.account_id
         AND p.bucket_start >= b.created_at - to_days($fraud_baseline_days::INTEGER)
         AND p.bucket_start < b.created_at - to_seconds(3 * $fraud_velocity_window_s::BIGINT)
@@ -224,8 +224,8 @@ moved AS (
         )) AS km,
         epoch(p.created_at - p.prev_at) / 3600.0 AS hours
     FROM present AS p
-    JOIN views.country_coords AS a ON a.country = p.prev_country
-    JOIN views.country_coords AS b ON b.country = p.country
+    JOIN live.country_coords AS a ON a.country = p.prev_country
+    JOIN live.country_coords AS b ON b.country = p.country
     WHERE p.prev_country <> p.country
 )
 SELECT
@@ -425,14 +425,14 @@ SELECT
     e.*,
     (
         SELECT arg_min(a.alert_id, a.event_time)
-        FROM views.fraud_alerts AS a
+        FROM live.fraud_alerts AS a
         WHERE a.rule = e.rule AND a.account_id = e.account_id
             AND a.window_start <= e.window_end + to_seconds(e.gap_s)
             AND e.window_start <= a.window_end + to_seconds(e.gap_s)
     ) AS existing_id
 FROM _fa_episodes AS e;
 
-UPDATE views.fraud_alerts
+UPDATE live.fraud_alerts
 SET evidence_txn_ids = m.evidence,
     window_start = m.window_start,
     window_end = m.window_end,
@@ -454,17 +454,17 @@ FROM (
             ELSE any_value(a.reason)
         END AS reason
     FROM _fa_matched AS x
-    JOIN views.fraud_alerts AS a ON a.alert_id = x.existing_id
+    JOIN live.fraud_alerts AS a ON a.alert_id = x.existing_id
     GROUP BY a.alert_id
 ) AS m
-WHERE views.fraud_alerts.alert_id = m.alert_id
-    AND (views.fraud_alerts.evidence_txn_ids <> m.evidence
-        OR views.fraud_alerts.severity <> m.severity
-        OR views.fraud_alerts.event_time <> m.event_time
-        OR views.fraud_alerts.window_start <> m.window_start
-        OR views.fraud_alerts.window_end <> m.window_end);
+WHERE live.fraud_alerts.alert_id = m.alert_id
+    AND (live.fraud_alerts.evidence_txn_ids <> m.evidence
+        OR live.fraud_alerts.severity <> m.severity
+        OR live.fraud_alerts.event_time <> m.event_time
+        OR live.fraud_alerts.window_start <> m.window_start
+        OR live.fraud_alerts.window_end <> m.window_end);
 
-INSERT INTO views.fraud_alerts AS a (
+INSERT INTO live.fraud_alerts AS a (
     alert_id, rule, account_id, customer_id, severity, reason, evidence_txn_ids, event_time,
     window_start, window_end, detected_at, detected_event_time, first_batch, last_batch
 )
@@ -472,7 +472,7 @@ SELECT
     md5(e.rule || ':' || e.account_id || ':' || e.anchor_txn_id),
     e.rule, e.account_id, acc.customer_id, e.severity, e.reason, e.evidence, e.event_time,
     e.window_start, e.window_end, $detected_at,
-    (SELECT clock FROM views.progress WHERE name = 'fraud_alerts'),
+    (SELECT clock FROM live.progress WHERE name = 'fraud_alerts'),
     $batch_id, $batch_id
 FROM _fa_matched AS e
 LEFT JOIN bank.accounts AS acc ON acc.account_id = e.account_id
@@ -485,6 +485,6 @@ ON CONFLICT (alert_id) DO UPDATE SET
     last_batch = excluded.last_batch;
 
 -- Baseline buckets older than the baseline period are no longer needed.
-DELETE FROM views.payment_buckets
-WHERE bucket_start < (SELECT clock FROM views.progress WHERE name = 'fraud_alerts')
+DELETE FROM live.payment_buckets
+WHERE bucket_start < (SELECT clock FROM live.progress WHERE name = 'fraud_alerts')
     - to_days($fraud_baseline_days::INTEGER + 1);

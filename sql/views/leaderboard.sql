@@ -41,7 +41,7 @@ SELECT
         ELSE greatest(t.best_points, d.added_max)
     END AS best_points
 FROM _lb_delta AS d
-LEFT JOIN views.player_totals AS t USING (player_id);
+LEFT JOIN live.player_totals AS t USING (player_id);
 
 UPDATE _lb_totals
 SET best_points = m.best
@@ -53,10 +53,10 @@ FROM (
 ) AS m
 WHERE _lb_totals.player_id = m.player_id;
 
-DELETE FROM views.player_totals
+DELETE FROM live.player_totals
 WHERE player_id IN (SELECT player_id FROM _lb_totals WHERE scores <= 0);
 
-INSERT INTO views.player_totals (player_id, total_points, best_points, scores)
+INSERT INTO live.player_totals (player_id, total_points, best_points, scores)
 SELECT player_id, total_points, best_points, scores FROM _lb_totals WHERE scores > 0
 ON CONFLICT (player_id) DO UPDATE SET
     total_points = excluded.total_points,
@@ -74,16 +74,16 @@ UNION SELECT player_id FROM _after_arcade_players;
 CREATE OR REPLACE TEMP TABLE _lb_rows AS
 SELECT p.player_id, p.name, p.country, t.total_points, t.best_points, t.scores
 FROM arcade.players AS p
-JOIN views.player_totals AS t USING (player_id)
+JOIN live.player_totals AS t USING (player_id)
 WHERE p.player_id IN (SELECT player_id FROM _lb_touched)
     AND NOT coalesce(p.banned, false)
     AND t.scores > 0;
 
-DELETE FROM views.leaderboard
+DELETE FROM live.leaderboard
 WHERE player_id IN (SELECT player_id FROM _lb_touched)
     AND player_id NOT IN (SELECT player_id FROM _lb_rows);
 
-INSERT INTO views.leaderboard (player_id, name, country, total_points, best_points, scores, updated_batch)
+INSERT INTO live.leaderboard (player_id, name, country, total_points, best_points, scores, updated_batch)
 SELECT player_id, name, country, total_points, best_points, scores, $batch_id FROM _lb_rows
 ON CONFLICT (player_id) DO UPDATE SET
     name = excluded.name,
@@ -97,14 +97,14 @@ ON CONFLICT (player_id) DO UPDATE SET
 -- get rank_change 0, rows new on the board NULL.
 CREATE OR REPLACE TEMP TABLE _lb_rank AS
 SELECT player_id, rank() OVER (ORDER BY total_points DESC) AS new_rank
-FROM views.leaderboard;
+FROM live.leaderboard;
 
-UPDATE views.leaderboard
-SET prev_rank = views.leaderboard.rank,
+UPDATE live.leaderboard
+SET prev_rank = live.leaderboard.rank,
     rank = r.new_rank,
-    rank_change = views.leaderboard.rank - r.new_rank
+    rank_change = live.leaderboard.rank - r.new_rank
 FROM _lb_rank AS r
-WHERE views.leaderboard.player_id = r.player_id
-    AND (views.leaderboard.rank IS DISTINCT FROM r.new_rank
-        OR views.leaderboard.prev_rank IS DISTINCT FROM views.leaderboard.rank
-        OR views.leaderboard.rank_change IS DISTINCT FROM 0);
+WHERE live.leaderboard.player_id = r.player_id
+    AND (live.leaderboard.rank IS DISTINCT FROM r.new_rank
+        OR live.leaderboard.prev_rank IS DISTINCT FROM live.leaderboard.rank
+        OR live.leaderboard.rank_change IS DISTINCT FROM 0);

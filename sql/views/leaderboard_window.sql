@@ -12,9 +12,9 @@ CREATE OR REPLACE TEMP TABLE _lw_clock AS
 SELECT
     old.clock AS old_end,
     greatest(old.clock, (SELECT max(achieved_at) FROM _after_arcade_scores)) AS new_end
-FROM (SELECT (SELECT clock FROM views.progress WHERE name = 'leaderboard_window') AS clock) AS old;
+FROM (SELECT (SELECT clock FROM live.progress WHERE name = 'leaderboard_window') AS clock) AS old;
 
-INSERT INTO views.progress (name, clock, batch_id, updated)
+INSERT INTO live.progress (name, clock, batch_id, updated)
 SELECT 'leaderboard_window', new_end, $batch_id, now() FROM _lw_clock WHERE new_end IS NOT NULL
 ON CONFLICT (name) DO UPDATE SET clock = excluded.clock, batch_id = excluded.batch_id, updated = excluded.updated;
 
@@ -50,11 +50,11 @@ FROM (
 JOIN arcade.players AS p USING (player_id)
 WHERE NOT coalesce(p.banned, false);
 
-DELETE FROM views.leaderboard_window
+DELETE FROM live.leaderboard_window
 WHERE player_id IN (SELECT player_id FROM _lw_touched)
     AND player_id NOT IN (SELECT player_id FROM _lw_rows);
 
-INSERT INTO views.leaderboard_window
+INSERT INTO live.leaderboard_window
     (player_id, name, country, total_points, best_points, scores, updated_batch)
 SELECT player_id, name, country, total_points, best_points, scores, $batch_id FROM _lw_rows
 ON CONFLICT (player_id) DO UPDATE SET
@@ -67,14 +67,14 @@ ON CONFLICT (player_id) DO UPDATE SET
 
 CREATE OR REPLACE TEMP TABLE _lw_rank AS
 SELECT player_id, rank() OVER (ORDER BY total_points DESC) AS new_rank
-FROM views.leaderboard_window;
+FROM live.leaderboard_window;
 
-UPDATE views.leaderboard_window
-SET prev_rank = views.leaderboard_window.rank,
+UPDATE live.leaderboard_window
+SET prev_rank = live.leaderboard_window.rank,
     rank = r.new_rank,
-    rank_change = views.leaderboard_window.rank - r.new_rank
+    rank_change = live.leaderboard_window.rank - r.new_rank
 FROM _lw_rank AS r
-WHERE views.leaderboard_window.player_id = r.player_id
-    AND (views.leaderboard_window.rank IS DISTINCT FROM r.new_rank
-        OR views.leaderboard_window.prev_rank IS DISTINCT FROM views.leaderboard_window.rank
-        OR views.leaderboard_window.rank_change IS DISTINCT FROM 0);
+WHERE live.leaderboard_window.player_id = r.player_id
+    AND (live.leaderboard_window.rank IS DISTINCT FROM r.new_rank
+        OR live.leaderboard_window.prev_rank IS DISTINCT FROM live.leaderboard_window.rank
+        OR live.leaderboard_window.rank_change IS DISTINCT FROM 0);

@@ -110,7 +110,7 @@ class Bank:
 
     def alerts(self, rule: str | None = None) -> list[dict[str, Any]]:
         rows = self.con.sql(
-            "SELECT * FROM views.fraud_alerts WHERE $rule IS NULL OR rule = $rule "
+            "SELECT * FROM live.fraud_alerts WHERE $rule IS NULL OR rule = $rule "
             "ORDER BY event_time",
             params={"rule": rule},
         ).pl()

@@ -49,8 +49,8 @@ def test_install_on_a_fresh_state_creates_missing_mirrors_and_the_view_tables() 
     assert {
         "bank.transactions",
         "arcade.scores",
-        "views.leaderboard",
-        "views.fraud_alerts",
+        "live.leaderboard",
+        "live.fraud_alerts",
     } <= tables
     # installing again (the next engine start) changes nothing and does not fail
     ViewMaintainer(VIEWS, SETTINGS).install(con)
@@ -86,7 +86,7 @@ def test_a_view_reading_an_unknown_table_stops_the_start(tmp_path: Path) -> None
     with pytest.raises(ViewError, match=r"stray\.sql \(statement 1 of 1\): Catalog Error: .*nope"):
         maintainer.install(con)
     # nothing of the dry run is left behind, the derived tables are
-    assert con.execute("SELECT count(*) FROM views.leaderboard").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM live.leaderboard").fetchall() == [(0,)]
 
 
 def test_a_view_reading_an_unknown_column_stops_the_start(tmp_path: Path) -> None:
@@ -131,3 +131,9 @@ def test_every_threshold_is_a_parameter_and_from_the_environment() -> None:
         p for f in ViewMaintainer(VIEWS, settings).files for st in f.statements for p in st.params
     }
     assert set(params) - used == set(), "a setting no view reads"
+
+
+def test_a_state_file_named_like_the_views_schema_is_refused(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "live.duckdb"))
+    with pytest.raises(ViewError, match="give the state file another name"):
+        ViewMaintainer(VIEWS, SETTINGS).install(con)

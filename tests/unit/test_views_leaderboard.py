@@ -47,7 +47,7 @@ class Board:
     def board(self, view: str = "leaderboard") -> dict[int, tuple[object, ...]]:
         rows = self.con.execute(
             f"SELECT player_id, total_points, best_points, scores, rank, rank_change "
-            f"FROM views.{view} ORDER BY player_id"
+            f"FROM live.{view} ORDER BY player_id"
         ).fetchall()
         return {int(r[0]): r[1:] for r in rows}
 
@@ -170,7 +170,7 @@ def test_score_before_its_player_waits_off_the_board(board: Board) -> None:
     assert board.board() == {}
     board.commit(player(board.batch(), 1, name="late"))
     assert board.board() == {1: (500, 500, 1, 1, None)}
-    assert board.con.execute("SELECT name FROM views.leaderboard").fetchall() == [("late",)]
+    assert board.con.execute("SELECT name FROM live.leaderboard").fetchall() == [("late",)]
 
 
 def test_rename_shows_on_the_board(board: Board) -> None:
@@ -179,7 +179,7 @@ def test_rename_shows_on_the_board(board: Board) -> None:
     score(e, 10, 1, 5)
     board.commit(e)
     board.commit(board.batch().update("arcade.players", 1, name="new"))
-    assert board.con.execute("SELECT name FROM views.leaderboard").fetchall() == [("new",)]
+    assert board.con.execute("SELECT name FROM live.leaderboard").fetchall() == [("new",)]
 
 
 def test_replayed_batch_is_not_counted_twice(board: Board) -> None:

@@ -26,14 +26,14 @@ def bank() -> Iterator[Bank]:
 def risk(bank: Bank) -> dict[int, tuple[object, ...]]:
     rows = bank.con.execute(
         "SELECT account_id, risk_level, alerts_7d, top_rule, declined_24h, reason "
-        "FROM views.account_risk ORDER BY account_id"
+        "FROM live.account_risk ORDER BY account_id"
     ).fetchall()
     return {int(r[0]): r[1:] for r in rows}
 
 
 def risk_score(bank: Bank, account: int) -> float:
     rows = bank.con.execute(
-        "SELECT risk_score FROM views.account_risk WHERE account_id = ?", [account]
+        "SELECT risk_score FROM live.account_risk WHERE account_id = ?", [account]
     ).fetchall()
     return float(rows[0][0])
 
@@ -89,7 +89,7 @@ def leg(bank: Bank, e: HandBatch, tid: int, src: int, dst: int, amount: str) -> 
 
 def unbalanced(bank: Bank) -> list[tuple[object, ...]]:
     return bank.con.execute(
-        "SELECT txn_id, problem FROM views.unbalanced_transfers ORDER BY txn_id"
+        "SELECT txn_id, problem FROM live.unbalanced_transfers ORDER BY txn_id"
     ).fetchall()
 
 

@@ -8,7 +8,7 @@
 -- (the legs are keyed by txn_id, so they can sit in different partitions and arrive
 -- in different batches) leaves a transfer unbalanced until the other leg arrives.
 --
--- Checks only the transfers whose legs the batch touched; views.unbalanced_transfers
+-- Checks only the transfers whose legs the batch touched; live.unbalanced_transfers
 -- lists the settled legs that are unbalanced right now. The last statement returns
 -- the number of transfers this batch left unbalanced.
 
@@ -45,14 +45,14 @@ SELECT
 FROM _tc_legs
 GROUP BY side_a, side_b, created_at, size;
 
-DELETE FROM views.unbalanced_transfers
+DELETE FROM live.unbalanced_transfers
 WHERE txn_id IN (
     SELECT txn_id FROM _after_bank_transactions
     UNION SELECT txn_id FROM _before_bank_transactions
     UNION SELECT txn_id FROM _tc_legs
 );
 
-INSERT INTO views.unbalanced_transfers
+INSERT INTO live.unbalanced_transfers
     (txn_id, account_id, counterparty_account_id, amount, created_at, problem, batch_id)
 SELECT
     l.txn_id, l.account_id, l.counterparty_account_id, l.amount, l.created_at,

@@ -1,5 +1,5 @@
 -- The leaderboard computed from scratch over the mirror tables: the definition the
--- incrementally maintained views.leaderboard must equal row for row (rank changes
+-- incrementally maintained live.leaderboard must equal row for row (rank changes
 -- aside: they depend on the batch history). Used by tests and the integration check.
 SELECT
     p.player_id,

@@ -1,6 +1,6 @@
 -- leaderboard_window computed from scratch: the scores with achieved_at in
 -- (window_end - N minutes, window_end], window_end being the view's event-time clock
--- (views.progress 'leaderboard_window'). See scratch/leaderboard.sql.
+-- (live.progress 'leaderboard_window'). See scratch/leaderboard.sql.
 SELECT
     p.player_id,
     p.name,
@@ -12,8 +12,8 @@ SELECT
 FROM arcade.scores AS s
 JOIN arcade.players AS p USING (player_id)
 WHERE NOT coalesce(p.banned, false)
-    AND s.achieved_at <= (SELECT clock FROM views.progress WHERE name = 'leaderboard_window')
-    AND s.achieved_at > (SELECT clock FROM views.progress WHERE name = 'leaderboard_window')
+    AND s.achieved_at <= (SELECT clock FROM live.progress WHERE name = 'leaderboard_window')
+    AND s.achieved_at > (SELECT clock FROM live.progress WHERE name = 'leaderboard_window')
         - to_minutes($leaderboard_window_min::BIGINT)
 GROUP BY p.player_id, p.name, p.country
 ORDER BY p.player_id;

@@ -1,11 +1,11 @@
--- Tables of the derived views (schema `views`), next to the mirror tables in the
+-- Tables of the derived views (schema `live`), next to the mirror tables in the
 -- engine's DuckDB state and written in the same transaction as each batch.
 -- Created at engine start when missing (IF NOT EXISTS: safe to run every start).
-CREATE SCHEMA IF NOT EXISTS views;
+CREATE SCHEMA IF NOT EXISTS live;
 
 -- Bookkeeping: the last batch whose changes the views contain (a batch id at or
 -- below it is a replay and is skipped), and the event-time clocks (watermarks).
-CREATE TABLE IF NOT EXISTS views.progress (
+CREATE TABLE IF NOT EXISTS live.progress (
     name      VARCHAR PRIMARY KEY,
     batch_id  BIGINT,
     -- newest event time seen (never moves back)
@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS views.progress (
 
 -- Per player sums over every score in the mirror (banned and not yet mirrored players
 -- included), kept by adding each batch's after-rows and subtracting its before-rows.
-CREATE TABLE IF NOT EXISTS views.player_totals (
+CREATE TABLE IF NOT EXISTS live.player_totals (
     player_id    BIGINT PRIMARY KEY,
     total_points BIGINT NOT NULL,
     best_points  INTEGER,
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS views.player_totals (
 -- rank: 1 = most total points (ties share a rank). prev_rank/rank_change: the rank
 -- before the last batch that changed the arcade tables; rank_change > 0 moved up,
 -- NULL = new on the board.
-CREATE TABLE IF NOT EXISTS views.leaderboard (
+CREATE TABLE IF NOT EXISTS live.leaderboard (
     player_id     BIGINT PRIMARY KEY,
     name          VARCHAR,
     country       VARCHAR,
@@ -41,8 +41,8 @@ CREATE TABLE IF NOT EXISTS views.leaderboard (
 
 -- leaderboard_window: the same over the scores achieved in the last N minutes of
 -- event time: achieved_at in (window_end - N minutes, window_end], window_end = the
--- newest achieved_at seen (views.progress 'leaderboard_window').
-CREATE TABLE IF NOT EXISTS views.leaderboard_window (
+-- newest achieved_at seen (live.progress 'leaderboard_window').
+CREATE TABLE IF NOT EXISTS live.leaderboard_window (
     player_id     BIGINT PRIMARY KEY,
     name          VARCHAR,
     country       VARCHAR,
@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS views.leaderboard_window (
 -- fraud_alerts: one row per detected episode of a rule on an account. Raised once:
 -- the id is a digest of rule, account and the episode's first triggering
 -- transaction; later batches may add evidence to it, never raise it again.
-CREATE TABLE IF NOT EXISTS views.fraud_alerts (
+CREATE TABLE IF NOT EXISTS live.fraud_alerts (
     alert_id            VARCHAR PRIMARY KEY,
     rule                VARCHAR NOT NULL,
     account_id          BIGINT NOT NULL,
@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS views.fraud_alerts (
 );
 
 -- account_risk: current risk of accounts with recent alerts or recent declines.
-CREATE TABLE IF NOT EXISTS views.account_risk (
+CREATE TABLE IF NOT EXISTS live.account_risk (
     account_id   BIGINT PRIMARY KEY,
     customer_id  BIGINT,
     -- 0 (nothing unusual) .. 1
@@ -97,7 +97,7 @@ CREATE TABLE IF NOT EXISTS views.account_risk (
 
 -- Velocity baseline: card payments per account per bucket of the velocity window,
 -- kept for the baseline period (older buckets are dropped).
-CREATE TABLE IF NOT EXISTS views.payment_buckets (
+CREATE TABLE IF NOT EXISTS live.payment_buckets (
     account_id   BIGINT NOT NULL,
     bucket_start TIMESTAMPTZ NOT NULL,
     payments     INTEGER NOT NULL,
@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS views.payment_buckets (
 
 -- Money conservation: settled transfer legs whose other leg is missing or does not
 -- offset them after the last batch that touched them.
-CREATE TABLE IF NOT EXISTS views.unbalanced_transfers (
+CREATE TABLE IF NOT EXISTS live.unbalanced_transfers (
     txn_id                  BIGINT PRIMARY KEY,
     account_id              BIGINT,
     counterparty_account_id BIGINT,

@@ -1,13 +1,13 @@
 -- Reference data for the impossible-travel rule: a point near the population centre
 -- of each country (latitude, longitude in degrees). A country missing here cannot
 -- be judged: transactions there never raise an impossible-travel alert.
-CREATE TABLE IF NOT EXISTS views.country_coords (
+CREATE TABLE IF NOT EXISTS live.country_coords (
     country VARCHAR PRIMARY KEY,
     lat     DOUBLE NOT NULL,
     lon     DOUBLE NOT NULL
 );
 
-INSERT INTO views.country_coords VALUES
+INSERT INTO live.country_coords VALUES
     ('DE', 51.0, 10.0),
     ('FR', 46.6, 2.4),
     ('NL', 52.2, 5.3),
