@@ -1,0 +1,245 @@
+"""Pipeline: lag and throughput per partition, batch timings, freshness, group members,
+connectors and tasks, replication slots, dead letters, schema versions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import polars as pl
+import streamlit as st
+
+import data
+import queries
+import ui
+
+st.title(":material/monitor_heart: Pipeline")
+
+
+def engine_panels() -> None:
+    try:
+        figures = data.metrics()
+    except data.DataError as exc:
+        ui.banner(exc)
+        return
+    partitions = pl.DataFrame(
+        figures.get("partitions") or [],
+        schema={
+            "group_id": pl.String, "topic": pl.String, "partition": pl.Int64,
+            "next_offset": pl.Int64, "end_offset": pl.Int64, "lag": pl.Int64,
+            "member": pl.String, "records_per_s": pl.Float64, "last_batch_at": pl.String,
+        },
+        strict=False,
+    )  # fmt: skip
+    fresh: dict[str, Any] = figures.get("freshness") or {}
+    through: dict[str, Any] = figures.get("throughput") or {}
+    dead: dict[str, Any] = figures.get("dead_letters") or {}
+    versions: dict[str, Any] = figures.get("schema_versions") or {}
+
+    k = st.columns(6)
+    k[0].metric("Lag (records)", ui.count(partitions["lag"].fill_null(0).sum()))
+    k[1].metric("Folded (records/s)", f"{through.get('records_per_s', 0):,.1f}")
+    fp50, fp95 = fresh.get("freshness_ms_p50"), fresh.get("freshness_ms_p95")
+    k[2].metric(
+        "Freshness p50 / p95",
+        "-" if fp50 is None else f"{ui.millis(fp50)} / {ui.millis(fp95 or fp50)}",
+        help="Source commit to folded into the state, over the metrics window",
+    )
+    age = fresh.get("newest_source_age_s")
+    k[3].metric(
+        "State age", "-" if age is None else ui.seconds(age),
+        help="How long ago the newest change in the state was committed in Postgres",
+    )  # fmt: skip
+    k[4].metric("Dead letters", ui.count(dead.get("total", 0)))
+    k[5].metric("Schema versions", ui.count(versions.get("versions", 0)))
+    st.caption(
+        f"figures over the last {figures.get('window_s', 60):g} s · "
+        f"{through.get('batches', 0)} batches, {ui.size(through.get('bytes'))} read"
+    )
+
+    st.subheader("Partitions")
+    if partitions.is_empty():
+        st.info("No partition consumed yet: the engine has not folded a batch.")
+    else:
+        # "<schema>.<table>[<partition>]": the topic without its connector prefix
+        partitions = partitions.with_columns(
+            pl.format(
+                "{}[{}]",
+                pl.coalesce(pl.col("topic").str.splitn(".", 2).struct.field("field_1"), "topic"),
+                pl.col("partition"),
+            ).alias("tp")
+        )  # fmt: skip
+        lag_chart = _bars(partitions, "lag:Q", "lag (records)")
+        rate_chart = _bars(partitions, "records_per_s:Q", "records/s")
+        a, b = st.columns(2)
+        a.altair_chart(lag_chart, key="pl_lag")
+        b.altair_chart(rate_chart, key="pl_rate")
+        st.dataframe(
+            partitions.select(
+                "topic", "partition", "member", "next_offset", "end_offset", "lag", "records_per_s"
+            ),
+            hide_index=True,
+            key="pl_partitions",
+        )
+
+    st.subheader("Batches")
+    timings = figures.get("batches") or {}
+    stages = [
+        {"stage": s.removesuffix("_ms"), **(timings.get(s) or {})}
+        for s in ("decode_ms", "fold_ms", "commit_ms")
+    ]
+    left, right = st.columns([1, 2])
+    left.dataframe(
+        pl.DataFrame(stages, schema={"stage": pl.String, "avg": pl.Float64, "p50": pl.Float64,
+                                     "p95": pl.Float64, "max": pl.Float64}),
+        hide_index=True,
+        key="pl_timings",
+    )  # fmt: skip
+    with right:
+        recent_batches()
+
+    st.subheader("Consumer group members")
+    members = figures.get("members") or []
+    if members:
+        st.dataframe(
+            pl.DataFrame(
+                [
+                    {
+                        "group": m["group_id"],
+                        "member": m["member"],
+                        "partitions": m["partitions"],
+                        "assigned": ", ".join(m["assigned"]),
+                    }
+                    for m in members
+                ]
+            ),
+            hide_index=True,
+            key="pl_members",
+        )
+    else:
+        st.caption("no member holds a partition")
+
+    dl, sv = st.columns(2)
+    with dl:
+        st.subheader("Dead letters")
+        st.caption(
+            f"{ui.count(dead.get('total', 0))} in total"
+            + "".join(f" · {stage}: {n}" for stage, n in (dead.get("by_stage") or {}).items())
+        )
+        table("pl_dead", queries.DEAD_LETTERS, 20, "no dead letters")
+    with sv:
+        st.subheader("Schema versions")
+        table("pl_versions", queries.SCHEMA_VERSIONS, 200, "no schema recorded yet")
+
+
+def _bars(frame: pl.DataFrame, field: str, title: str) -> alt.Chart:
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            alt.X(field, title=title),
+            alt.Y("tp:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
+            alt.Color("member:N", title="member"),
+            tooltip=["topic:N", "partition:Q", "member:N", "lag:Q", "records_per_s:Q"],
+        )
+        .properties(height=max(120, 26 * frame.height))
+    )
+
+
+def recent_batches() -> None:
+    try:
+        batches = data.query(queries.RECENT_BATCHES, max_rows=300).frame
+    except data.DataError as exc:
+        ui.banner(exc)
+        return
+    if batches.is_empty():
+        st.caption("no batch yet")
+        return
+    long = batches.select("finished_at", "decode_ms", "fold_ms", "commit_ms").unpivot(
+        index="finished_at", variable_name="stage", value_name="ms"
+    )
+    chart = (
+        alt.Chart(long)
+        .mark_area()
+        .encode(
+            alt.X("finished_at:T", title="finished at", axis=alt.Axis(format="%H:%M:%S")),
+            alt.Y("ms:Q", stack=True, title="ms per batch"),
+            alt.Color("stage:N"),
+            tooltip=["finished_at:T", "stage:N", "ms:Q"],
+        )
+        .properties(height=200)
+    )
+    st.altair_chart(chart, key="pl_batches")
+
+
+def table(key: str, sql: str, rows: int, empty: str) -> None:
+    try:
+        frame = data.query(sql, max_rows=rows).frame
+    except data.DataError as exc:
+        ui.banner(exc)
+        return
+    if frame.is_empty():
+        st.caption(empty)
+    else:
+        st.dataframe(frame, hide_index=True, key=key)
+
+
+def stack_panels() -> None:
+    src = data.sources()
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Connectors")
+        try:
+            conns = data.connectors(src)
+        except data.DataError as exc:
+            ui.banner(exc)
+        else:
+            if not conns:
+                st.caption(f"no connector registered at {src.connect_url}")
+            rows = [
+                {
+                    "connector": c.name,
+                    "state": _state(c.state),
+                    "task": f"{c.name}-{task_id}",
+                    "task state": _state(state),
+                    "worker": worker,
+                    "error": trace,
+                }
+                for c in conns
+                for task_id, state, worker, trace in (c.tasks or ((0, "NO TASK", "", ""),))
+            ]
+            if rows:
+                st.dataframe(pl.DataFrame(rows), hide_index=True, key="pl_connectors")
+    with right:
+        st.subheader("Replication slots")
+        try:
+            slots = data.replication_slots(src)
+        except data.DataError as exc:
+            ui.banner(exc)
+        else:
+            if slots.is_empty():
+                st.caption("no replication slot")
+            else:
+                st.dataframe(
+                    slots.with_columns(
+                        pl.col("retained_wal_bytes")
+                        .map_elements(ui.size, return_dtype=pl.String)
+                        .alias("retained WAL")
+                    ).select("slot_name", "plugin", "active", "wal_status", "retained WAL"),
+                    hide_index=True,
+                    key="pl_slots",
+                )
+
+
+def _state(state: str) -> str:
+    mark = {"RUNNING": "●", "PAUSED": "◐", "UNASSIGNED": "◐", "RESTARTING": "◐"}
+    return f"{mark.get(state, '✖')} {state}"
+
+
+def panels() -> None:
+    if ui.freshness_caption() is not None:
+        engine_panels()
+    stack_panels()
+
+
+ui.live(panels)

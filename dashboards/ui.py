@@ -1,0 +1,116 @@
+"""Pieces every page shares: auto-refresh, the banner when a source is down, freshness,
+number formats. No data access here (that is data.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+import data
+
+#: session_state keys of the sidebar's refresh controls (set in app.py).
+AUTO_KEY = "cf_auto_refresh"
+EVERY_KEY = "cf_refresh_s"
+
+
+def refresh_every() -> float | None:
+    """Seconds between refreshes of the live panels, or None when switched off."""
+    if not st.session_state.get(AUTO_KEY, True):
+        return None
+    every = st.session_state.get(EVERY_KEY)
+    return float(every) if every else data.sources().refresh_s
+
+
+def live(panel: Callable[[], None]) -> None:
+    """Run `panel` as a fragment that reruns on its own (only it, not the whole page)."""
+    st.fragment(run_every=refresh_every())(panel)()
+
+
+def banner(exc: data.DataError) -> None:
+    """What the user sees instead of a traceback when a source does not answer."""
+    if isinstance(exc, data.Unavailable):
+        what = {"api": "Engine down", "connect": "Kafka Connect down", "postgres": "Postgres down"}
+        st.error(f"**{what.get(exc.source, 'Source down')}.** {exc}", icon=":material/power_off:")
+    elif isinstance(exc, data.QueryFailed):
+        st.error(f"**The query failed** ({exc.kind}): {exc.message}", icon=":material/error:")
+    else:
+        st.error(f"**Cannot load the data.** {exc}", icon=":material/error:")
+
+
+def state_age_s(health: dict[str, Any]) -> float | None:
+    """How old the newest source change in the state is: last batch age + its freshness."""
+    age = health.get("last_batch_age_s")
+    if age is None:
+        return None
+    return float(age) + float(health.get("freshness_ms") or 0.0) / 1000.0
+
+
+def freshness_line(health: dict[str, Any]) -> str:
+    """'state as of 0.4 s ago · last batch 0.1 s ago · end to end 300 ms'."""
+    age = state_age_s(health)
+    if age is None:
+        return "no batch folded yet: the engine waits for change events"
+    parts = [f"state as of **{seconds(age)} ago**"]
+    parts.append(f"last batch {seconds(float(health['last_batch_age_s']))} ago")
+    if health.get("freshness_ms") is not None:
+        parts.append(f"end to end {millis(float(health['freshness_ms']))}")
+    return " · ".join(parts)
+
+
+def freshness_caption() -> dict[str, Any] | None:
+    """Show the freshness line (or the banner); the health answer, None when down."""
+    try:
+        health = data.health()
+    except data.DataError as exc:
+        banner(exc)
+        return None
+    st.caption(freshness_line(health))
+    return health
+
+
+def seconds(value: float) -> str:
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 120:
+        return f"{value:.0f} s"
+    if value < 7200:
+        return f"{value / 60:.0f} min"
+    return f"{value / 3600:.1f} h"
+
+
+def millis(value: float) -> str:
+    return f"{value:.0f} ms" if value < 10_000 else seconds(value / 1000)
+
+
+def size(n: Any) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def count(n: Any) -> str:
+    return "-" if n is None else f"{float(n):,.0f}"
+
+
+def when(value: Any) -> str:
+    """A timestamp (datetime or ISO text) as UTC 'YYYY-MM-DD HH:MM:SS'."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
