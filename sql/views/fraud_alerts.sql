@@ -47,31 +47,51 @@ WITH spans AS (
         OR o.opened_at IS DISTINCT FROM n.opened_at
         OR o.home_country IS DISTINCT FROM n.home_country
 ),
-widest AS (
-    -- impossible travel looks back up to a day for the previous card-present use
-    SELECT to_seconds(greatest(
-        $fraud_velocity_window_s, $fraud_card_testing_window_s, $fraud_takeover_window_s,
-        $fraud_structuring_window_s, $fraud_new_account_move_window_s, 86400
-    )::BIGINT) AS span
+spans_by_rule AS (
+    SELECT
+        -- every rule but the two below looks at most this far around a change
+        to_seconds(greatest(
+            $fraud_velocity_window_s, $fraud_card_testing_window_s, $fraud_takeover_window_s,
+            $fraud_new_account_move_window_s
+        )::BIGINT) AS near,
+        -- impossible travel: the previous card-present use, up to a day before
+        INTERVAL 1 DAY AS travel,
+        -- structuring: cash deposits within its window
+        to_seconds($fraud_structuring_window_s::BIGINT) AS deposits
 )
 SELECT
     account_id,
     min(t_from) AS t_from,
     max(t_to) AS t_to,
-    min(t_from) - (SELECT span FROM widest) AS scan_from,
-    max(t_to) + (SELECT span FROM widest) AS scan_to
+    (SELECT near FROM spans_by_rule) AS near,
+    (SELECT travel FROM spans_by_rule) AS travel,
+    (SELECT deposits FROM spans_by_rule) AS deposits,
+    min(t_from) - (SELECT greatest(near, travel, deposits) FROM spans_by_rule) AS scan_from,
+    max(t_to) + (SELECT greatest(near, travel, deposits) FROM spans_by_rule) AS scan_to
 FROM spans
 WHERE account_id IS NOT NULL AND t_from IS NOT NULL
 GROUP BY account_id;
 
--- The touched accounts' transactions within their spans (the rules' only input rows).
+-- The touched accounts' transactions around their spans: the rules' only input rows.
+-- All kinds near the changes; further out only what impossible travel and
+-- structuring look back for. (A rule sees fewer rows far from the changes, which can
+-- only lower its counts there, never invent a hit.)
 CREATE OR REPLACE TEMP TABLE _fa_scope AS
 SELECT t.*
 FROM bank.transactions AS t
 JOIN _fa_touched AS u
     ON t.account_id = u.account_id
     AND t.created_at >= u.scan_from
-    AND t.created_at <= u.scan_to;
+    AND t.created_at <= u.scan_to
+WHERE (t.created_at >= u.t_from - u.near AND t.created_at <= u.t_to + u.near)
+    OR (
+        t.kind IN ('purchase', 'withdrawal') AND t.channel IN ('card_present', 'atm')
+        AND t.created_at >= u.t_from - u.travel AND t.created_at <= u.t_to + u.travel
+    )
+    OR (
+        t.kind = 'deposit' AND t.channel IN ('branch', 'atm')
+        AND t.created_at >= u.t_from - u.deposits AND t.created_at <= u.t_to + u.deposits
+    );
 
 -- Velocity baseline: recount the card payments of the buckets the batch touched.
 CREATE OR REPLACE TEMP TABLE _fa_buckets AS
