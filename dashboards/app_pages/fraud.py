@@ -14,12 +14,14 @@ import ui
 HIGH, MEDIUM = 0.85, 0.7
 
 
-def band(severity: float) -> str:
-    if severity >= HIGH:
-        return "high"
-    if severity >= MEDIUM:
-        return "medium"
-    return "low"
+def bands(severity: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(severity >= HIGH)
+        .then(pl.lit("high"))
+        .when(severity >= MEDIUM)
+        .then(pl.lit("medium"))
+        .otherwise(pl.lit("low"))
+    )
 
 
 st.title(":material/gpp_maybe: Fraud")
@@ -48,7 +50,7 @@ def panels() -> None:
         return
     feed = alerts.frame.filter(
         pl.col("rule").is_in(rules) & (pl.col("severity") >= min_severity)
-    ).with_columns(pl.col("severity").map_elements(band, return_dtype=pl.String).alias("level"))
+    ).with_columns(bands(pl.col("severity")).alias("level"))
 
     total = int(totals["alerts"].sum()) if totals.height else 0
     k = st.columns(4)

@@ -25,15 +25,17 @@ with right:
 windowed = choice == WINDOW
 
 
-def move(change: int | None) -> str:
+def moves(change: pl.Expr) -> pl.Expr:
     """Rank change as an arrow: ▲ 3 up, ▼ 2 down, = unchanged, ★ new on the board."""
-    if change is None:
-        return "★ new"
-    if change > 0:
-        return f"▲ {change}"
-    if change < 0:
-        return f"▼ {-change}"
-    return "="
+    return (
+        pl.when(change.is_null())
+        .then(pl.lit("★ new"))
+        .when(change > 0)
+        .then(pl.format("▲ {}", change))
+        .when(change < 0)
+        .then(pl.format("▼ {}", -change))
+        .otherwise(pl.lit("="))
+    )
 
 
 def board() -> None:
@@ -53,9 +55,7 @@ def board() -> None:
             "writes scores, and the engine folds them in within a second."
         )
         return
-    shown = frame.with_columns(
-        pl.col("rank_change").map_elements(move, return_dtype=pl.String).alias("move")
-    )
+    shown = frame.with_columns(moves(pl.col("rank_change")).alias("move"))
     st.dataframe(
         shown.select(
             "rank", "move", "name", "country", "total_points", "best_points", "scores", "player_id"

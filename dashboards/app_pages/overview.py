@@ -84,20 +84,22 @@ ui.live(sources_status)
 
 st.divider()
 st.page_link(
-    "pages/leaderboard.py",
+    "app_pages/leaderboard.py",
     label="Leaderboard: top players, rank moves",
     icon=":material/leaderboard:",
 )
 st.page_link(
-    "pages/fraud.py", label="Fraud: alerts, risky accounts, evidence", icon=":material/gpp_maybe:"
+    "app_pages/fraud.py",
+    label="Fraud: alerts, risky accounts, evidence",
+    icon=":material/gpp_maybe:",
 )
 st.page_link(
-    "pages/pipeline.py",
+    "app_pages/pipeline.py",
     label="Pipeline: lag, batches, connectors, WAL",
     icon=":material/monitor_heart:",
 )
 st.page_link(
-    "pages/sql.py",
+    "app_pages/sql.py",
     label="SQL: ask the state anything (read-only)",
     icon=":material/database_search:",
 )

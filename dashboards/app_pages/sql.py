@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import json
-
-import polars as pl
 import streamlit as st
 
 import data
+import export
 import queries
 import ui
 
@@ -50,16 +47,6 @@ if run:
     st.session_state[SUBMITTED_KEY] = st.session_state[TEXT_KEY]
 
 
-def for_csv(frame: pl.DataFrame) -> pl.DataFrame:
-    """Nested values (lists, structs) as JSON text: CSV holds flat values only."""
-    nested = [n for n, t in frame.schema.items() if t.is_nested()]
-    return frame.with_columns(
-        pl.Series(n, [None if v is None else json.dumps(v, default=str) for v in frame[n]],
-                  dtype=pl.String)
-        for n in nested
-    )  # fmt: skip
-
-
 def results() -> None:
     sql = st.session_state.get(SUBMITTED_KEY)
     if not sql:
@@ -77,18 +64,25 @@ def results() -> None:
         + f" · {result.elapsed_ms:.1f} ms"
     )
     st.dataframe(frame, hide_index=True, key="sql_result")
-    csv = for_csv(frame).write_csv()
-    parquet = io.BytesIO()
-    frame.write_parquet(parquet)
     d1, d2, _ = st.columns([1, 1, 4])
     d1.download_button(
-        "⬇ CSV", csv, file_name="changefold-query.csv", mime="text/csv", on_click="ignore",
+        "CSV",
+        export.to_csv(frame),
+        icon=":material/download:",
+        file_name="changefold-query.csv",
+        mime="text/csv",
+        on_click="ignore",
         key="sql_csv",
-    )  # fmt: skip
+    )
     d2.download_button(
-        "⬇ Parquet", parquet.getvalue(), file_name="changefold-query.parquet",
-        mime="application/vnd.apache.parquet", on_click="ignore", key="sql_parquet",
-    )  # fmt: skip
+        "Parquet",
+        export.to_parquet(frame),
+        icon=":material/download:",
+        file_name="changefold-query.parquet",
+        mime="application/vnd.apache.parquet",
+        on_click="ignore",
+        key="sql_parquet",
+    )
 
 
 st.fragment(run_every=ui.refresh_every() if rerun else None)(results)()

@@ -1,0 +1,62 @@
+"""The entry script and the Overview page (Streamlit AppTest): navigation, refresh
+controls, sources' status and headline figures; with the API up and down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dashboards_support import Served, nothing_up, open_page, serving, texts
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    with serving(tmp_path, monkeypatch) as s:
+        yield s
+
+
+def metric(at: Any, label: str) -> str:
+    return next(str(m.value) for m in at.metric if m.label == label)
+
+
+def test_status_and_headlines_with_the_stack_down(served: Served) -> None:
+    at = open_page()
+    assert "changefold" in at.title[0].value
+    assert any("**Engine**: up" in s and "state as of" in s for s in texts(at.success))
+    errors = texts(at.error)
+    assert [e.split(":")[0] for e in errors] == ["**Kafka Connect**", "**Postgres**"]
+    players = served.rows("SELECT count(*) FROM live.leaderboard")[0][0]
+    alerts = served.rows("SELECT count(*) FROM live.fraud_alerts")[0][0]
+    high = served.rows("SELECT count(*) FROM live.account_risk WHERE risk_level = 'high'")[0][0]
+    assert metric(at, "Players on the board") == str(players)
+    assert metric(at, "Fraud alerts") == str(alerts)
+    assert metric(at, "High-risk accounts") == str(high)
+    assert metric(at, "Consumer lag (records)") == "30"
+
+
+def test_every_page_opens_from_the_entry_script(served: Served) -> None:
+    at = open_page()
+    for page in ("leaderboard", "fraud", "pipeline", "sql", "overview"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, f"{page}: {at.exception}"
+        assert at.title, f"{page} has no title"
+
+
+def test_refresh_controls_in_the_sidebar(served: Served) -> None:
+    at = open_page()
+    assert at.sidebar.toggle(key="cf_auto_refresh").value is True
+    assert at.sidebar.slider(key="cf_refresh_s").value == 3
+    at.sidebar.toggle(key="cf_auto_refresh").set_value(False).run()
+    assert at.sidebar.slider(key="cf_refresh_s").disabled
+    assert not at.exception
+
+
+def test_engine_down_banner_and_no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = nothing_up(monkeypatch)
+    at = open_page()
+    errors = texts(at.error)
+    assert len(errors) == 3
+    assert errors[0].startswith("**Engine**: down") and url in errors[0]
+    assert not at.metric
