@@ -17,10 +17,9 @@ $(VENV)/.installed: pyproject.toml
 jars: install
 	$(BIN)/changefold stack jars
 
-## the demo: the local stack of real servers (engine and dashboards join it as they land)
-demo: install
-	$(BIN)/changefold stack up
-	$(BIN)/changefold stack status
+## the demo: stack, generators, engine and dashboards (prints the address; Ctrl-C stops it)
+demo: install jars
+	$(BIN)/changefold demo
 
 ## every test: unit tests, then integration tests against a real stack started for the run
 test: install jars

@@ -234,6 +234,12 @@ def query(sql: str, *, max_rows: int | None = None, src: Sources | None = None) 
     )
 
 
+def missing_table(exc: QueryFailed) -> bool:
+    """True when a query failed because a table or schema it reads does not exist (yet)."""
+    text = exc.message
+    return exc.kind == "invalid" and "Catalog Error" in text and "does not exist" in text
+
+
 def int_literal(value: int) -> str:
     """An integer as SQL text; anything but a whole number is refused."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -29,11 +29,21 @@ def live(panel: Callable[[], None]) -> None:
     st.fragment(run_every=refresh_every())(panel)()
 
 
-def banner(exc: data.DataError) -> None:
-    """What the user sees instead of a traceback when a source does not answer."""
+def banner(exc: data.DataError, *, own_query: bool = False) -> None:
+    """What the user sees instead of a traceback when a source does not answer.
+
+    A page's query on a table that does not exist yet is a wait, not an error; a query
+    the user typed (`own_query`) gets the plain error."""
     if isinstance(exc, data.Unavailable):
         what = {"api": "Engine down", "connect": "Kafka Connect down", "postgres": "Postgres down"}
         st.error(f"**{what.get(exc.source, 'Source down')}.** {exc}", icon=":material/power_off:")
+    elif isinstance(exc, data.QueryFailed) and not own_query and data.missing_table(exc):
+        st.warning(
+            "**Not in the state yet.** The engine creates the derived views (schema `live`) "
+            "and the mirror tables as it starts and folds the first changes; this page fills "
+            f"in once they exist. ({exc.message})",
+            icon=":material/hourglass_empty:",
+        )
     elif isinstance(exc, data.QueryFailed):
         st.error(f"**The query failed** ({exc.kind}): {exc.message}", icon=":material/error:")
     else:

@@ -13,6 +13,7 @@ import click
 
 from engine import __version__
 from engine.config import Settings
+from engine.demo import demo
 from engine.errors import ChangefoldError
 from engine.pipeline.commands import dlq, run
 from engine.replay.commands import diff, replay
@@ -66,3 +67,4 @@ main.add_command(dlq)
 main.add_command(replay)
 main.add_command(diff)
 main.add_command(eval_group)
+main.add_command(demo)

@@ -104,6 +104,10 @@ class Settings:
     #: Window of the throughput and batch-timing figures of /metrics.
     api_metrics_window_s: float = 60.0
 
+    # Dashboards (`changefold demo` runs them; dashboards/ reads its own settings)
+    #: Port of the Streamlit dashboards, on 127.0.0.1.
+    dashboard_port: int = 58501
+
     # Derived views (sql/views/): leaderboard window and fraud rule thresholds.
     # Money is in EUR, windows in seconds of event time (the rows' own timestamps).
     #: leaderboard_window covers the scores of the last N minutes of event time.
@@ -160,7 +164,14 @@ class Settings:
                 else (shutil.which("java") or "java")
             )
             object.__setattr__(self, "java", java)
-        for name in ("pg_port", "kafka_port", "kafka_controller_port", "connect_port", "api_port"):
+        for name in (
+            "pg_port",
+            "kafka_port",
+            "kafka_controller_port",
+            "connect_port",
+            "api_port",
+            "dashboard_port",
+        ):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(
@@ -264,6 +275,10 @@ class Settings:
         """Base URL of the engine's query API."""
         host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
         return f"http://{host}:{self.api_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
 
     @property
     def connect_url(self) -> str:

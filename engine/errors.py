@@ -135,3 +135,11 @@ class ReplayError(ChangefoldError):
     """A replay or a state comparison cannot be done as asked (bounds, target file, inputs)."""
 
     exit_code = 2
+
+
+class DemoError(ChangefoldError):
+    """`changefold demo` cannot start or keep running one of its processes.
+
+    The message names the process, what was seen (the last lines of its log) and
+    the fix.
+    """

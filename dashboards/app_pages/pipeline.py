@@ -42,8 +42,8 @@ def engine_panels() -> None:
     fp50, fp95 = fresh.get("freshness_ms_p50"), fresh.get("freshness_ms_p95")
     k[2].metric(
         "Freshness p50 / p95",
-        "-" if fp50 is None else f"{ui.millis(fp50)} / {ui.millis(fp95 or fp50)}",
-        help="Source commit to folded into the state, over the metrics window",
+        "-" if fp50 is None else f"{fp50:,.0f} / {fp95 or fp50:,.0f} ms",
+        help="From the commit in Postgres to folded into the state, over the metrics window",
     )
     age = fresh.get("newest_source_age_s")
     k[3].metric(
@@ -69,8 +69,8 @@ def engine_panels() -> None:
                 pl.col("partition"),
             ).alias("tp")
         )  # fmt: skip
-        lag_chart = _bars(partitions, "lag:Q", "lag (records)")
-        rate_chart = _bars(partitions, "records_per_s:Q", "records/s")
+        lag_chart = _bars(partitions, "lag", "lag (records)", "d")
+        rate_chart = _bars(partitions, "records_per_s", "records/s", ",.1f")
         a, b = st.columns(2)
         a.altair_chart(lag_chart, key="pl_lag")
         b.altair_chart(rate_chart, key="pl_rate")
@@ -132,12 +132,17 @@ def engine_panels() -> None:
         table("pl_versions", queries.SCHEMA_VERSIONS, 200, "no schema recorded yet")
 
 
-def _bars(frame: pl.DataFrame, field: str, title: str) -> alt.Chart:
+def _bars(frame: pl.DataFrame, field: str, title: str, number_format: str) -> alt.Chart:
     return (
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            alt.X(field, title=title),
+            alt.X(
+                f"{field}:Q",
+                title=title,
+                axis=alt.Axis(format=number_format, tickMinStep=1),
+                scale=alt.Scale(domainMin=0, nice=True),
+            ),
             alt.Y("tp:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
             alt.Color("member:N", title="member"),
             tooltip=["topic:N", "partition:Q", "member:N", "lag:Q", "records_per_s:Q"],

@@ -55,7 +55,7 @@ def results() -> None:
     try:
         result = data.query(sql, max_rows=int(max_rows))
     except data.DataError as exc:
-        ui.banner(exc)
+        ui.banner(exc, own_query=True)
         return
     frame = result.frame
     st.caption(

@@ -85,3 +85,12 @@ def test_api_down_shows_a_banner_not_a_traceback(monkeypatch: pytest.MonkeyPatch
     assert len(errors) == 1 and "Engine down" in errors[0] and url in errors[0]
     assert "changefold run" in errors[0]
     assert not at.dataframe
+
+
+def test_views_not_created_yet_is_a_wait_not_an_error(served: Served) -> None:
+    served.con.execute("DROP SCHEMA live CASCADE")
+    for page in ("leaderboard", "fraud", None):
+        at = open_page(page)
+        assert not [e for e in texts(at.error) if "query failed" in e], page
+        warnings = texts(at.warning)
+        assert len(warnings) == 1 and "Not in the state yet" in warnings[0], (page, warnings)

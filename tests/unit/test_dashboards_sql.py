@@ -62,6 +62,7 @@ BAD = {
     "ATTACH '/tmp/other.duckdb' AS other": "refused",
     "SELECT * FROM read_csv('/etc/passwd')": "read_csv",
     "SELECT 1; SELECT 2": "2 statements",
+    "SELECT * FROM no_such_table": "does not exist",
 }
 
 
