@@ -52,6 +52,9 @@ class Settings:
     pg_os_user: str = "postgres"
 
     # Kafka broker (KRaft, combined broker + controller)
+    #: Host the engine and tools reach the broker at (the local stack listens on
+    #: 127.0.0.1; the engine service of compose.yaml reaches `kafka`).
+    kafka_host: str = "127.0.0.1"
     kafka_port: int = 59092
     kafka_controller_port: int = 59093
     #: Partitions of each captured table's topic.
@@ -268,7 +271,8 @@ class Settings:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        host = f"[{self.kafka_host}]" if ":" in self.kafka_host else self.kafka_host
+        return f"{host}:{self.kafka_port}"
 
     @property
     def api_url(self) -> str:

@@ -32,8 +32,9 @@ REGISTER_SCRIPT = ROOT / "docker" / "register" / "register_connectors.py"
 
 #: The Postgres major version the local stack runs (and the demo SQL targets).
 POSTGRES_MAJOR = "15"
-REQUIRED_SERVICES = {"postgres", "kafka", "connect", "register"}
-LONG_RUNNING = ("postgres", "kafka", "connect")
+APP_DIR = ROOT / "docker" / "app"
+REQUIRED_SERVICES = {"postgres", "kafka", "connect", "register", "engine", "dashboards"}
+LONG_RUNNING = ("postgres", "kafka", "connect", "engine", "dashboards")
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 _ENV_PLACEHOLDER = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -223,6 +224,8 @@ def test_published_ports_are_the_local_stack_defaults(services: dict[str, dict[s
         "postgres": ("CHANGEFOLD_PG_PORT", defaults.pg_port, 5432),
         "kafka": ("CHANGEFOLD_KAFKA_PORT", defaults.kafka_port, None),
         "connect": ("CHANGEFOLD_CONNECT_PORT", defaults.connect_port, 8083),
+        "engine": ("CHANGEFOLD_API_PORT", defaults.api_port, defaults.api_port),
+        "dashboards": ("CHANGEFOLD_DASHBOARD_PORT", defaults.dashboard_port, 8501),
     }
     for name, (variable, port, target) in expected.items():
         raw = services[name]["ports"]
@@ -273,6 +276,7 @@ def test_images_follow_the_versions_pinned_in_the_pom(services: dict[str, dict[s
 def test_images_come_from_docker_hub_only(services: dict[str, dict[str, Any]]) -> None:
     images = [s["image"] for s in services.values() if "build" not in s]
     images += dockerfile_from_images(CONNECT_DIR / "Dockerfile")
+    images += dockerfile_from_images(APP_DIR / "Dockerfile")
     assert "maven:3.9-eclipse-temurin-17" in images
     for image in images:
         assert ":" in image.rsplit("/", 1)[-1], f"{image}: pin a tag"
@@ -439,3 +443,73 @@ def test_register_script_fails_on_a_file_without_config(
     monkeypatch.setenv("CONNECTORS_DIR", str(tmp_path))
     with pytest.raises(SystemExit, match=r"bad\.json"):
         module.main()
+
+
+# -- the engine and the dashboards ------------------------------------------------------
+
+
+def test_engine_and_dashboards_share_one_app_image_built_from_the_checkout(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in ("engine", "dashboards"):
+        build = services[name]["build"]
+        assert (build["context"], build["dockerfile"]) == (".", "docker/app/Dockerfile"), name
+        assert services[name]["image"] == "changefold-app:local"
+    dockerfile = (APP_DIR / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (.+)$", dockerfile, flags=re.MULTILINE)
+    sources = [src for line in copied for src in line.split()[:-1]]
+    assert {"pyproject.toml", "engine", "sql", "connectors", "dashboards"} <= set(sources)
+    ignore = (APP_DIR / "Dockerfile.dockerignore").read_text().split()
+    for source in sources:
+        assert (ROOT / source).exists(), f"the app Dockerfile copies missing {source}"
+        assert f"!{source}" in ignore, f"{source} is excluded from the build context"
+    assert "pip install" in dockerfile and "USER " in dockerfile, "install, then drop root"
+    assert dockerfile_from_images(APP_DIR / "Dockerfile")[0].startswith("python:3.")
+
+
+def test_engine_reaches_kafka_inside_and_serves_its_api_to_the_host(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    engine = services["engine"]
+    env = {k: interpolate(v) for k, v in env_of(engine).items()}
+    settings = Settings.from_env(env)  # every variable is one the engine reads, and valid
+    kafka_env = env_of(services["kafka"])
+    assert f"INTERNAL://{settings.bootstrap_servers}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert settings.api_host == "0.0.0.0", "inside its container the API must listen on all"
+    _ip, _published, target = published_ports(engine)[0]
+    assert int(target) == settings.api_port
+    assert engine["command"] == ["changefold", "run"]
+    assert str(settings.state_file).startswith("/data/")
+    assert "enginedata:/data" in engine["volumes"]
+    assert engine["depends_on"]["register"]["condition"] == "service_completed_successfully"
+    assert engine["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert f"127.0.0.1:{settings.api_port}/health" in " ".join(engine["healthcheck"]["test"])
+
+
+def test_dashboards_read_the_engine_connect_and_postgres_services(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    dashboards = services["dashboards"]
+    env = {k: interpolate(v) for k, v in env_of(dashboards).items()}
+    sys.path.insert(0, str(ROOT / "dashboards"))
+    try:
+        import data  # dashboards/data.py reads its settings like the dashboards do
+    finally:
+        sys.path.remove(str(ROOT / "dashboards"))
+    src = data.Sources.from_env(env)
+    engine_port = int(env_of(services["engine"])["CHANGEFOLD_API_PORT"])
+    assert src.api_url == f"http://engine:{engine_port}"
+    _ip, _published, connect_target = published_ports(services["connect"])[0]
+    assert src.connect_url == f"http://connect:{connect_target}"
+    assert src.pg_address == "postgres:5432"
+    pg = env_of(services["postgres"])
+    assert env["CHANGEFOLD_PG_USER"] == interpolate(pg["POSTGRES_USER"])
+    assert env["CHANGEFOLD_PG_PASSWORD"] == interpolate(pg["POSTGRES_PASSWORD"])
+    assert env["CHANGEFOLD_PG_DATABASE"] == interpolate(pg["POSTGRES_DB"])
+    command = dashboards["command"]
+    assert command[:3] == ["streamlit", "run", "dashboards/app.py"]
+    _ip, _published, target = published_ports(dashboards)[0]
+    assert f"--server.port={target}" in command
+    assert "--server.address=0.0.0.0" in command
+    assert dashboards["depends_on"]["engine"]["condition"] == "service_healthy"
+    assert f"127.0.0.1:{target}/_stcore/health" in " ".join(dashboards["healthcheck"]["test"])
