@@ -39,6 +39,17 @@ WITH spans AS (
     ) AS d
     JOIN bank.accounts AS a ON a.customer_id = d.customer_id
     UNION ALL
+    -- a balance moved: transfers out from an untrusted device in the last day are judged
+    -- again (the account row and its transfers travel on different topics)
+    SELECT t.account_id, t.created_at, t.created_at
+    FROM bank.transactions AS t
+    JOIN bank.devices AS d ON d.device_id = t.device_id
+    WHERE t.kind = 'transfer_out'
+        AND NOT coalesce(d.trusted, false)
+        AND t.created_at >= (SELECT clock FROM live.progress WHERE name = 'fraud_alerts')
+            - to_seconds($fraud_takeover_device_age_s::BIGINT)
+        AND t.account_id IN (SELECT account_id FROM _after_bank_accounts)
+    UNION ALL
     -- an account that is new (or whose opening changed): its first days
     SELECT n.account_id, n.opened_at, n.opened_at + to_days($fraud_new_account_age_days::INTEGER)
     FROM _after_bank_accounts AS n
@@ -268,22 +279,7 @@ WHERE kmh > $fraud_travel_max_kmh;
 -- account_takeover: transfers out from a device that is new, untrusted and registered
 -- outside the account's home country, moving a large share of the balance.
 INSERT INTO _fa_hits
-WITH money AS (
-    -- what is left on the account after each moment: the current balance minus what
-    -- settled or pending transactions of the span added later
-    SELECT
-        s.txn_id,
-        a.balance - (
-            sum(s.amount) FILTER (WHERE s.status IN ('pending', 'settled')) OVER (PARTITION BY s.account_id)
-            - coalesce(sum(s.amount) FILTER (WHERE s.status IN ('pending', 'settled')) OVER (
-                PARTITION BY s.account_id ORDER BY s.created_at
-                RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-            ), 0)
-        ) AS balance_after
-    FROM _fa_scope AS s
-    JOIN bank.accounts AS a USING (account_id)
-),
-suspicious AS (
+WITH suspicious AS (
     SELECT
         t.txn_id, t.account_id, t.created_at, -t.amount AS moved,
         d.country AS device_country, d.registered_at, a.home_country
@@ -295,6 +291,21 @@ suspicious AS (
         AND d.country IS DISTINCT FROM a.home_country
         AND t.created_at >= d.registered_at
         AND t.created_at <= d.registered_at + to_seconds($fraud_takeover_device_age_s::BIGINT)
+),
+money AS (
+    -- what was left on the account right after each suspicious transfer: the current
+    -- balance less what the account's settled or pending transactions since then added
+    -- (read from the mirror: as much as happened since, not the history)
+    SELECT
+        s.txn_id,
+        any_value(a.balance) - coalesce(sum(t.amount), 0) AS balance_after
+    FROM suspicious AS s
+    JOIN bank.accounts AS a USING (account_id)
+    LEFT JOIN bank.transactions AS t
+        ON t.account_id = s.account_id
+        AND t.created_at > s.created_at
+        AND t.status IN ('pending', 'settled')
+    GROUP BY s.txn_id
 ),
 drained AS (
     SELECT

@@ -433,3 +433,43 @@ def test_no_new_account_alert(days: float, status: str) -> None:
     bank = Bank()
     new_account_case(bank, days, status)
     assert bank.alerts() == []
+
+
+def test_takeover_judged_again_when_the_balance_arrives_late(bank: Bank) -> None:
+    """The account row and the transfer come from different topics: the transfer may be
+    folded while the mirror still shows an older, larger balance."""
+    e = bank.edit()
+    dev = device(bank, e, "NG", T0)
+    bank.txn(
+        e,
+        1,
+        "-3000.00",
+        T0 + timedelta(minutes=12),
+        kind="transfer_out",
+        channel="mobile",
+        country="NG",
+        device=dev,
+        counterparty=2,
+    )
+    e.update("bank.accounts", 1, balance=Decimal("30000.00"))  # stale: 10% would move
+    bank.commit(e)
+    assert bank.alerts() == []
+    bank.commit(bank.edit().update("bank.accounts", 1, balance=Decimal("2000.00")))
+    [alert] = bank.alerts()
+    assert alert["rule"] == "account_takeover"
+    assert "(60% of the balance)" in alert["reason"]
+
+
+def test_takeover_share_counts_what_happened_after_the_transfer(bank: Bank) -> None:
+    e = bank.edit()
+    dev = device(bank, e, "NG", T0)
+    drain(bank, e, dev, "3000.00", T0 + timedelta(minutes=12))
+    # the account row already shows a deposit whose transaction comes in a later batch
+    e.update("bank.accounts", 1, balance=Decimal("12000.00"))
+    bank.commit(e)
+    assert bank.alerts() == []  # 3,000 of 15,000: 20%
+    e = bank.edit()
+    bank.txn(e, 1, "10000.00", T0 + timedelta(hours=1), kind="deposit", channel="wire")
+    bank.commit(e)
+    [alert] = bank.alerts()
+    assert "(60% of the balance)" in alert["reason"]
