@@ -138,6 +138,7 @@ class Member:
         self.on_assigned = on_assigned
         self.commit_mode = commit_mode
         self.assigned: list[TopicPartition] = []
+        self._join_wait_ms = settings.consumer_session_timeout_ms + 5_000
         self.consumer = open_consumer(settings, name, group_id=settings.group_id)
         listener = _SeekToStoredOffsets(self)
         if topics:
@@ -153,7 +154,7 @@ class Member:
         to the first record not taken.
         """
         polled = self.consumer.poll(
-            timeout_ms=self.settings.batch_max_wait_ms,
+            timeout_ms=self._poll_timeout_ms(),
             max_records=self.settings.batch_max_records,
         )
         records: list[Any] = []
@@ -167,6 +168,35 @@ class Member:
                 self._give_back(records[i:])
                 return records[:i]
         return records
+
+    def _poll_timeout_ms(self) -> int:
+        """batch_max_wait_ms, but long while the member (re)joins the group.
+
+        kafka-python 3.0 completes a group join on its IO thread, yet applies the
+        result (assignment, heartbeats) only in a poll() that is waiting for it.
+        A join that finishes between two short polls is dropped and started over,
+        and with several members that can repeat until a member is evicted. So
+        while a join is due or in flight, poll long enough for the whole
+        rebalance: every member's next poll, or a dead member's session timeout.
+        """
+        if self._joining():
+            return max(self.settings.batch_max_wait_ms, self._join_wait_ms)
+        return self.settings.batch_max_wait_ms
+
+    def _joining(self) -> bool:
+        # kafka-python internals, read only; any surprise means "not joining".
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        try:
+            return bool(
+                coordinator is not None
+                and (
+                    coordinator.rejoining
+                    or coordinator.rejoin_needed
+                    or coordinator.need_rejoin()
+                )
+            )
+        except Exception:
+            return False
 
     def _give_back(self, records: Sequence[Any]) -> None:
         first: dict[TopicPartition, int] = {}

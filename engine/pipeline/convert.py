@@ -15,6 +15,7 @@ from decimal import Decimal
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.state.model import ColumnSpec
 
@@ -223,7 +224,7 @@ def _convert_list(raw: pl.Series, element: ColumnSpec) -> Converted:
     flat = arr.values.slice(
         arr.offsets[0].as_py(), arr.offsets[-1].as_py() - arr.offsets[0].as_py()
     )
-    offsets = pa.compute.subtract(arr.offsets, arr.offsets[0])
+    offsets = pc.subtract(arr.offsets, arr.offsets[0])
     inner, inner_bad = convert(pl.Series("item", flat), element)
     inner_arrow = inner.to_arrow()
     if isinstance(inner_arrow, pa.ChunkedArray):

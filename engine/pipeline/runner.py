@@ -52,7 +52,10 @@ class RunStats:
     decode_ms: float = 0.0
     fold_ms: float = 0.0
     commit_ms: float = 0.0
+    #: Member -> the partitions it owns now, as "topic[partition]".
     owners: dict[str, list[str]] = field(default_factory=dict)
+    #: Member -> batches it folded.
+    member_batches: dict[str, int] = field(default_factory=dict)
 
 
 class Runner:
@@ -79,6 +82,7 @@ class Runner:
         self._last_activity = time.monotonic()
         self._errors: list[BaseException] = []
         self.members: list[Member] = []
+        self._member_stop: dict[str, threading.Event] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -131,8 +135,14 @@ class Runner:
 
     def close_members(self) -> None:
         for m in self.members:
-            m.close()
+            if not self._member_stop.get(m.name, threading.Event()).is_set():
+                m.close()
         self.members = []
+
+    def stop_member(self, name: str) -> None:
+        """Stop one member: it finishes its batch and leaves the group; the others
+        take over its partitions (from the offsets stored in DuckDB)."""
+        self._member_stop.setdefault(name, threading.Event()).set()
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -173,11 +183,18 @@ class Runner:
 
     def _member_loop(self, member: Member) -> None:
         decoder = Decoder()
+        mine = self._member_stop.setdefault(member.name, threading.Event())
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not mine.is_set():
                 records = member.poll()
                 if records:
                     self._fold(member, decoder, records)
+            if mine.is_set():
+                member.close()
+                self.writer.record_assignment(member.name, [])
+                with self._stats_lock:
+                    self.stats.owners[member.name] = []
+                self.echo(f"{member.name} left the group")
         except BaseException as exc:
             log.error("%s stopped: %s", member.name, exc)
             self._errors.append(exc)
@@ -246,6 +263,7 @@ class Runner:
             s.decode_ms += decode_ms
             s.fold_ms += result.fold_ms
             s.commit_ms += commit_ms
+            s.member_batches[member.name] = s.member_batches.get(member.name, 0) + 1
             s.first_batch_at = s.first_batch_at or now - (time.perf_counter() - t0)
             s.last_batch_at = now
             self._last_activity = now

@@ -21,11 +21,22 @@ class Catalog:
         self._columns: dict[MirrorName, dict[str, str]] = {}
         self._fingerprints: dict[MirrorName, set[str]] = {}
         self._canonical: dict[str, str] = {}
+        self._database: str | None = None
 
     def reset(self) -> None:
         """Forget cached mirror facts (after a rollback)."""
         self._columns.clear()
         self._fingerprints.clear()
+
+    def target(self, conn: duckdb.DuckDBPyConnection, mirror: MirrorName) -> str:
+        """The mirror's fully qualified name (database.schema.table) for SQL text."""
+        return qualified(mirror, self._database_name(conn))
+
+    def _database_name(self, conn: duckdb.DuckDBPyConnection) -> str:
+        if self._database is None:
+            (row,) = conn.execute("SELECT current_database()").fetchall()
+            self._database = str(row[0])
+        return self._database
 
     # -- mirror DDL -------------------------------------------------------------------
 
@@ -41,12 +52,14 @@ class Catalog:
         columns = [c for c in columns if c.name not in {k.name for k in key}]
         existing = self._mirror_columns(conn, mirror)
         if existing is None:
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(mirror.schema)}")
+            table = self.target(conn, mirror)
+            schema = f"{quote(self._database_name(conn))}.{quote(mirror.schema)}"
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             defs = [f"{quote(c.name)} {c.duck_type} NOT NULL" for c in key]
             defs += [f"{quote(c.name)} {c.duck_type}" for c in columns]
             pk = ", ".join(quote(c.name) for c in key)
             body = ", ".join([*defs, f"PRIMARY KEY ({pk})"])
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(mirror)} ({body})")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
             self._columns[mirror] = {
                 c.name: self.canonical(conn, c.duck_type) for c in [*key, *columns]
             }
@@ -62,13 +75,14 @@ class Catalog:
             have = existing.get(col.name)
             if have is None:
                 conn.execute(
-                    f"ALTER TABLE {qualified(mirror)} ADD COLUMN {quote(col.name)} {col.duck_type}"
+                    f"ALTER TABLE {self.target(conn, mirror)} ADD COLUMN {quote(col.name)} "
+                    f"{col.duck_type}"
                 )
                 existing[col.name] = wanted
             elif have != wanted:
                 name = quote(col.name)
                 conn.execute(
-                    f"ALTER TABLE {qualified(mirror)} ALTER COLUMN {name} "
+                    f"ALTER TABLE {self.target(conn, mirror)} ALTER COLUMN {name} "
                     f"SET DATA TYPE {col.duck_type} USING CAST({name} AS {col.duck_type})"
                 )
                 existing[col.name] = wanted
@@ -91,7 +105,8 @@ class Catalog:
             return self._columns[mirror]
         rows = conn.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
             [mirror.schema, mirror.table],
         ).fetchall()
         if not rows:

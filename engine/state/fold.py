@@ -18,7 +18,7 @@ import polars as pl
 from engine.state.catalog import Catalog
 from engine.state.collapse import Collapsed, collapse
 from engine.state.model import ColumnSpec, MirrorDelta, TableChanges
-from engine.state.sqlident import qualified, quote
+from engine.state.sqlident import quote
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,16 @@ def apply_changes(
         exists = bool(catalog.mirror_types(conn, changes.mirror))
         delta = None
         if exists:
-            conn.execute(f"DELETE FROM {qualified(changes.mirror)}")
+            target = catalog.target(conn, changes.mirror)
+            conn.execute(f"DELETE FROM {target}")
             if capture:
-                empty = conn.sql(f"SELECT * FROM {qualified(changes.mirror)}").pl()
+                empty = conn.sql(f"SELECT * FROM {target}").pl()
                 delta = MirrorDelta(changes.mirror, empty, empty, truncated=True)
         return TableResult(0, 0, exists, 0, delta)
     catalog.ensure_mirror(conn, changes.mirror, latest.key, changes.columns)
     new_versions = catalog.record_versions(conn, changes.versions)
     types = catalog.mirror_types(conn, changes.mirror)
-    target = qualified(changes.mirror)
+    target = catalog.target(conn, changes.mirror)
     result = collapse(changes)
     key = list(changes.key)
     touched = _touched_keys(result, key) if capture else None

@@ -13,5 +13,12 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def qualified(mirror: MirrorName) -> str:
-    return f"{quote(mirror.schema)}.{quote(mirror.table)}"
+def qualified(mirror: MirrorName, database: str | None = None) -> str:
+    """`"schema"."table"`, or `"database"."schema"."table"` when the database is given.
+
+    Give the database when the schema name could equal the database name (DuckDB
+    names a file's database after the file: state file bank.duckdb and schema bank
+    make `bank.accounts` ambiguous).
+    """
+    name = f"{quote(mirror.schema)}.{quote(mirror.table)}"
+    return f"{quote(database)}.{name}" if database else name

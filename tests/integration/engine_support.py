@@ -199,9 +199,19 @@ def compare_with_postgres(
             source = pg.execute(
                 f'SELECT {names} FROM "{schema}"."{table}" ORDER BY {order}'
             ).fetchall()
-            mirror = conn.execute(
-                f'SELECT {names} FROM "{prefix}"."{table}" ORDER BY {order}'
-            ).fetchall()
+            exists = conn.execute(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_schema = ? AND table_name = ?",
+                [prefix, table],
+            ).fetchall()[0][0]
+            # No mirror yet means no change event yet: it must equal an empty table.
+            mirror = (
+                conn.execute(
+                    f'SELECT {names} FROM "{prefix}"."{table}" ORDER BY {order}'
+                ).fetchall()
+                if exists
+                else []
+            )
             want = [_normal_row(r, cols) for r in source]
             got = [_normal_row(r, cols) for r in mirror]
             if want != got:

@@ -264,3 +264,20 @@ def test_kafka_commit_times_are_written_with_the_next_batch() -> None:
         (first.batch_id, 12.5),
         (second.batch_id, None),
     ]
+
+
+def test_a_state_file_named_like_a_topic_prefix_works(tmp_path) -> None:
+    # DuckDB names the database after the file: lab.duckdb holds database "lab", and the
+    # mirror schema "lab" must not be ambiguous with it.
+    from engine_helpers import STATE_SQL
+
+    from engine.state.store import Store
+    from engine.state.writer import StateWriter
+
+    with Store(tmp_path / "lab.duckdb") as store:
+        store.migrate(STATE_SQL)
+        writer = StateWriter(store, "g")
+        t = _table()
+        fold(writer, [t.event("c", {"id": 1}, after=_row(1)), t.event("t", None)])
+        fold(writer, [t.event("c", {"id": 2}, after=_row(2))])
+        assert rows(writer, "SELECT id FROM lab.lab.accounts") == [(2,)]
