@@ -33,10 +33,13 @@ log = logging.getLogger(__name__)
 VIEW_STATE: Mapping[str, tuple[str, ...]] = {
     "leaderboard": ("live.player_totals", "live.leaderboard"),
     "leaderboard_window": ("live.leaderboard_window",),
-    "fraud_alerts": ("live.fraud_alerts", "live.payment_buckets"),
+    "fraud_alerts": ("live.payment_buckets",),
     "account_risk": ("live.account_risk",),
     "transfer_conservation": ("live.unbalanced_transfers",),
 }
+#: Findings a view keeps when an input table is truncated (they are cleared only by
+#: `recompute_all`): alerts stay raised even if the rows behind them are gone.
+VIEW_FINDINGS: Mapping[str, tuple[str, ...]] = {"fraud_alerts": ("live.fraud_alerts",)}
 #: Schema of the views' tables (sql/views/state/).
 SCHEMA = "live"
 #: live.progress row holding the last maintained batch.
@@ -161,7 +164,7 @@ class ViewMaintainer:
 
         A batch id at or below the last maintained one is a replay: nothing is done
         (`applied` False). Views whose inputs the batch did not change are skipped.
-        A view with a truncated input is rebuilt from scratch.
+        A view with a truncated input is rebuilt from scratch (raised alerts stay).
         """
         started = time.perf_counter()
         if not self._prepared:  # the engine may hand over a state install() never saw
@@ -237,14 +240,21 @@ class ViewMaintainer:
         values = self._values(batch_id, detected_at or datetime.now(UTC))
         try:
             for f in self.files:
-                self._rebuild(con, f, values)
+                self._rebuild(con, f, values, findings=True)
         finally:
             drop_inputs(con, self.inputs)
 
     def _rebuild(
-        self, con: duckdb.DuckDBPyConnection, f: SqlFile, values: Mapping[str, object]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        f: SqlFile,
+        values: Mapping[str, object],
+        *,
+        findings: bool = False,
     ) -> None:
-        for table in VIEW_STATE.get(f.name, ()):
+        """Rebuild one view from the whole mirror; `findings`: clear its alerts too."""
+        tables = [*VIEW_STATE.get(f.name, ()), *(VIEW_FINDINGS.get(f.name, ()) if findings else ())]
+        for table in tables:
             con.execute(f"DELETE FROM {table}")
         stage_inputs(con, self.inputs, {}, full=f.inputs)
         self._run(con, f, values)

@@ -473,3 +473,18 @@ def test_takeover_share_counts_what_happened_after_the_transfer(bank: Bank) -> N
     bank.commit(e)
     [alert] = bank.alerts()
     assert "(60% of the balance)" in alert["reason"]
+
+
+def test_truncated_transactions_keep_raised_alerts(bank: Bank) -> None:
+    e = bank.edit()
+    payments(bank, e, 8, T0)
+    bank.commit(e)
+    raised = bank.alerts()
+    gone = bank.con.sql("SELECT * FROM bank.transactions").pl()
+    bank.con.execute("DELETE FROM bank.transactions")
+    stats = bank.maintain(
+        {"bank.transactions": TableChanges("bank.transactions", gone, gone.clear(), truncated=True)}
+    )
+    assert stats.applied
+    assert bank.alerts() == raised  # findings stay; derived counts start over
+    assert bank.con.execute("SELECT count(*) FROM live.payment_buckets").fetchall() == [(0,)]
