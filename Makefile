@@ -26,7 +26,7 @@ test: install jars
 	$(BIN)/pytest
 
 unit: install
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not e2e"
 
 integration: install jars
 	$(BIN)/pytest -m integration
