@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,9 @@ class Connect:
         with self._client() as http:
             self._validate(http, spec, deadline)
             while True:
-                resp = http.put(f"/connectors/{spec.name}/config", json=spec.config)
+                resp = _call(
+                    http.put, f"/connectors/{spec.name}/config", deadline, json=spec.config
+                )
                 if resp.status_code in (200, 201):
                     return "created" if resp.status_code == 201 else "updated"
                 # 409: the worker group is rebalancing; 5xx: not ready yet. Both pass.
@@ -146,10 +149,11 @@ class Connect:
 
     def _validate(self, http: httpx.Client, spec: ConnectorSpec, deadline: float) -> None:
         while True:
-            resp = http.put(
+            resp = _call(
+                http.put,
                 f"/connector-plugins/{spec.connector_class}/config/validate",
+                deadline,
                 json={"name": spec.name, **spec.config},
-                timeout=60.0,
             )
             if resp.status_code == 200:
                 break
@@ -224,6 +228,26 @@ class Connect:
             http.post(
                 f"/connectors/{name}/restart", params={"includeTasks": "true", "onlyFailed": "true"}
             )
+
+
+def _call(
+    method: Callable[..., httpx.Response], url: str, deadline: float, **kwargs: Any
+) -> httpx.Response:
+    """One REST call; a worker too busy to answer in time (a loaded machine, a
+    rebalance) is asked again until the deadline, then named in a StackError."""
+    while True:
+        try:
+            return method(url, timeout=60.0, **kwargs)
+        except httpx.TransportError as exc:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    "connect",
+                    f"the Connect REST API did not answer {url} in time ({exc!r})",
+                    fix="see the worker log (.stack/run/connect.log); on a slow machine raise "
+                    "CHANGEFOLD_STARTUP_TIMEOUT_S",
+                ) from exc
+            log.info("Connect did not answer %s yet (%s); asking again", url, exc)
+            time.sleep(1.0)
 
 
 def _message(resp: httpx.Response) -> str:
