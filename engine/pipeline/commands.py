@@ -17,6 +17,7 @@ from engine.pipeline.topics import subscription
 from engine.serve import StateReader, start_api
 from engine.state import deadletters
 from engine.state.store import Store
+from engine.views.attach import attach_views
 
 _RUN_EPILOG = """\
 Settings (flag, environment variable, default):
@@ -94,6 +95,7 @@ def run(
     with Store(settings.state_file) as store:
         store.migrate(settings.state_sql_dir)
         runner = Runner(settings, store, sub, echo=click.echo, idle_exit_s=idle_exit)
+        attach_views(settings, store, runner.writer)
         click.echo(
             f"changefold engine: group {settings.group_id!r}, state {settings.state_file}, "
             f"{settings.workers} member(s), commit {settings.commit_mode}; following "

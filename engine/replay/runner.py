@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from engine.replay.bounds import StartSpec, UntilSpec, resolve
 from engine.replay.meta import REPLAY_GROUP, ReplayMeta
 from engine.state.model import OFFSET, PARTITION, SOURCE_TS_MS, BatchMetrics
 from engine.state.store import Store
-from engine.state.writer import BatchObserver, StateWriter
+from engine.state.writer import StateWriter
+from engine.views.attach import attach_views
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,14 @@ class Replay:
         start: StartSpec,
         until: UntilSpec,
         *,
-        observers: Sequence[BatchObserver] = (),
+        views: bool = True,
     ) -> None:
         self.settings = settings
         self.target = target
         self.subscription = subscription
         self.start = start
         self.until = until
-        self.observers = observers
+        self.views = views
 
     # -- entry point --------------------------------------------------------------------
 
@@ -88,11 +89,10 @@ class Replay:
             with Store(self.target) as store:
                 store.migrate(self.settings.state_sql_dir)
                 writer = StateWriter(
-                    store,
-                    REPLAY_GROUP,
-                    keep_batches=self.settings.metrics_keep_batches,
-                    observers=self.observers,
+                    store, REPLAY_GROUP, keep_batches=self.settings.metrics_keep_batches
                 )
+                if self.views:
+                    attach_views(self.settings, store, writer)
                 if existing is None:
                     with store.transaction() as conn:
                         replay_meta.save(conn, wanted)

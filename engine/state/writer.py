@@ -83,6 +83,11 @@ class StateWriter:
         self._known: dict[str, TableSchema] | None = None
         self._pending_commit_ms: dict[int, float] = {}
 
+    def add_observer(self, observer: BatchObserver) -> None:
+        """Run `observer` inside every later batch's transaction (derived views)."""
+        with self.store.lock:
+            self.observers = (*self.observers, observer)
+
     def known_schemas(self) -> dict[str, TableSchema]:
         """Latest recorded schema per topic (for events that carry none)."""
         with self.store.reading() as conn:
