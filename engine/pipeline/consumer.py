@@ -91,9 +91,12 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
         self.member = member
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Finish the batches in flight first: no batch is folding while partitions move.
+        self.member.before_revoke()
         if revoked:
             log.info("%s: partitions revoked: %s", self.member.name, _names(revoked))
         self.member.assigned = []
+        self.member.positions = {}
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         member = self.member
@@ -114,6 +117,7 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
                     tp.partition,
                     offset,
                 )
+            member.positions[tp] = offset
         member.assigned = sorted(assigned)
         member.on_assigned(member.name, member.assigned)
 
@@ -138,6 +142,11 @@ class Member:
         self.on_assigned = on_assigned
         self.commit_mode = commit_mode
         self.assigned: list[TopicPartition] = []
+        #: Called before partitions are revoked (the lane waits for its folder there).
+        self.before_revoke: Callable[[], None] = lambda: None
+        #: Next offset to read per assigned partition, as far as this member knows
+        #: (None: from the beginning, nothing read yet).
+        self.positions: dict[TopicPartition, int | None] = {}
         self._join_wait_ms = settings.consumer_session_timeout_ms + 5_000
         self.consumer = open_consumer(settings, name, group_id=settings.group_id)
         listener = _SeekToStoredOffsets(self)
@@ -190,9 +199,7 @@ class Member:
             return bool(
                 coordinator is not None
                 and (
-                    coordinator.rejoining
-                    or coordinator.rejoin_needed
-                    or coordinator.need_rejoin()
+                    coordinator.rejoining or coordinator.rejoin_needed or coordinator.need_rejoin()
                 )
             )
         except Exception:
@@ -205,6 +212,22 @@ class Member:
         for tp, offset in first.items():
             self.consumer.seek(tp, offset)
 
+    def advanced(self, progress: Sequence[PartitionProgress]) -> None:
+        """Record the positions after a folded batch."""
+        for p in progress:
+            self.positions[TopicPartition(p.topic, p.partition)] = p.next_offset
+
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been read up to its high watermark."""
+        for tp in self.assigned:
+            end = self.consumer.highwater(tp)
+            if end is None:
+                return False
+            position = self.positions.get(tp)
+            if (position is None and end > 0) or (position is not None and position < end):
+                return False
+        return True
+
     def end_offset(self, topic: str, partition: int) -> int | None:
         value = self.consumer.highwater(TopicPartition(topic, partition))
         return int(value) if value is not None else None
@@ -215,7 +238,7 @@ class Member:
         """Discard a batch: seek its partitions back (or ahead, to the stored offsets)."""
         for p in progress:
             tp = TopicPartition(p.topic, p.partition)
-            if tp in self.assigned or not self.assigned:
+            if tp in self.assigned:
                 self.consumer.seek(tp, stored.get((p.topic, p.partition), p.first_offset))
 
     def commit(self, progress: Sequence[PartitionProgress]) -> float:

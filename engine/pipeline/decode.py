@@ -20,7 +20,7 @@ import polars as pl
 from engine.errors import DecodeError
 from engine.pipeline import bulkjson
 from engine.pipeline.convert import convert, placeholder_mask
-from engine.pipeline.envelope import MalformedEnvelope, Splitter, mirror_of, split, topic_kind
+from engine.pipeline.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
 from engine.pipeline.logical import fingerprint, raw_dtype
 from engine.pipeline.schemas import RowSchema, SchemaCache, from_specs, infer_columns
 from engine.pipeline.types import DecodedBatch, RecordLike
@@ -83,6 +83,14 @@ class Decoder:
     def __init__(self) -> None:
         self._schemas = SchemaCache()
         self._splitters: dict[str, Splitter] = {}
+        self._key_splitters: dict[str, Splitter] = {}
+
+    @staticmethod
+    def _splitter(topic: str, cache: dict[str, Splitter]) -> Splitter:
+        found = cache.get(topic)
+        if found is None:
+            found = cache[topic] = Splitter()
+        return found
 
     def decode(
         self, records: Sequence[RecordLike], known: Mapping[str, TableSchema] | None = None
@@ -98,34 +106,43 @@ class Decoder:
         dead: list[DeadLetter] = []
         tombstones = skipped = nbytes = 0
 
+        # The per-record loop is the engine's only Python work per message: keep it to
+        # attribute reads, memcmp/slices and list appends. Records of one partition
+        # arrive together, so the per-topic state is looked up once per run.
+        last_topic: str | None = None
+        last_partition = -1
+        seen: list[int] = []
+        kind = ""
+        splitter = key_splitter = Splitter()
         for i, rec in enumerate(records):
             topic, partition, offset = rec.topic, rec.partition, rec.offset
-            seen = progress.get((topic, partition))
-            if seen is None:
-                progress[(topic, partition)] = [offset, offset, 1]
-            else:
-                seen[0] = min(seen[0], offset)
-                seen[1] = max(seen[1], offset)
-                seen[2] += 1
+            if topic is not last_topic or partition != last_partition:
+                if topic != last_topic:
+                    kind = topic_kind(topic)
+                    splitter = self._splitter(topic, self._splitters)
+                    key_splitter = self._splitter(topic, self._key_splitters)
+                last_topic, last_partition = topic, partition
+                seen = progress.setdefault((topic, partition), [offset, offset, 0])
+            if offset > seen[1]:
+                seen[1] = offset
+            elif offset < seen[0]:
+                seen[0] = offset
+            seen[2] += 1
             value = rec.value
             if value is None:
                 tombstones += 1
                 continue
             nbytes += len(value)
-            kind = topic_kind(topic)
             if kind != "table":
                 if kind == "skip":
                     skipped += 1
                 else:
                     dead.append(_dead(rec, _UNKNOWN_TOPIC.format(topic=topic)))
                 continue
-            splitter = self._splitters.get(topic)
-            if splitter is None:
-                splitter = self._splitters[topic] = Splitter()
             key = rec.key
             try:
                 value_schema, payload = splitter.split(value)
-                key_schema, key_payload = (None, None) if key is None else split(key)
+                key_schema, key_payload = (None, None) if key is None else key_splitter.split(key)
             except MalformedEnvelope as exc:
                 dead.append(_dead(rec, str(exc)))
                 continue

@@ -51,16 +51,18 @@ class Splitter:
 
     def __init__(self) -> None:
         self._prefix: bytes = b""
+        self._length = 0
         self._schema: bytes = b""
 
     def split(self, data: bytes) -> tuple[bytes | None, bytes]:
         prefix = self._prefix
-        if prefix and data.startswith(prefix) and data.endswith(b"}"):
-            return self._schema, data[len(prefix) : -1]
+        if prefix and data.startswith(prefix) and data[-1:] == b"}":
+            return self._schema, data[self._length : -1]
         schema, payload = split(data)
         if schema is not None:
             self._schema = schema
             self._prefix = data[: _HEAD + len(schema) + _SEP]
+            self._length = len(self._prefix)
         return schema, payload
 
 

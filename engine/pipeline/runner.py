@@ -1,13 +1,14 @@
 """The engine loop: members poll, decode and fold batches until told to stop.
 
-Each member runs in its own thread and holds at most one batch: it polls
-again only after that batch is folded into DuckDB and committed to Kafka.
-That is the backpressure: when folding falls behind, nobody fetches, and
-memory stays bounded by the batch limits whatever the topic size. The
-members share one state file; its writer lock serializes their transactions.
+Each member is a lane (engine.pipeline.lane): a poller thread that owns the
+Kafka consumer and a folder thread that decodes and folds, with ONE batch
+handed over at a time. That is the backpressure: when folding falls behind
+the poller blocks, nobody fetches, and memory stays bounded by the batch
+limits whatever the topic size. The members share one state file; its writer
+lock serializes their transactions.
 
-SIGINT/SIGTERM set the stop flag: every member finishes the batch in hand,
-commits it, leaves the group, and `run` returns.
+SIGINT/SIGTERM set the stop flag: every member finishes the batches in hand,
+commits them, leaves the group, and `run` returns.
 """
 
 from __future__ import annotations
@@ -17,19 +18,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 from kafka import TopicPartition
 
 from engine.config import Settings
 from engine.pipeline.consumer import Member, describe
-from engine.pipeline.decode import Decoder
+from engine.pipeline.lane import Folded, Lane
 from engine.pipeline.topics import Subscription
-from engine.state.model import BatchMetrics
 from engine.state.store import Store
-from engine.state.writer import StaleBatch, StateWriter
+from engine.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,7 @@ class Runner:
         self.stats = RunStats()
         self._stats_lock = threading.Lock()
         self._joined: set[str] = set()
+        self._lanes: dict[str, Lane] = {}
         self._last_activity = time.monotonic()
         self._errors: list[BaseException] = []
         self.members: list[Member] = []
@@ -167,9 +167,13 @@ class Runner:
         return restore
 
     def _idle_long_enough(self) -> bool:
+        """Idle exit: every member read all its partitions and nothing came for a while."""
         if self.idle_exit_s is None or len(self._joined) < len(self.members):
             return False
-        return time.monotonic() - self._last_activity > self.idle_exit_s
+        if not all(lane.caught_up for lane in self._lanes.values()):
+            return False
+        with self._stats_lock:
+            return time.monotonic() - self._last_activity > self.idle_exit_s
 
     # -- members --------------------------------------------------------------------------
 
@@ -182,13 +186,18 @@ class Runner:
         self.echo(f"{member} owns {describe(partitions)}")
 
     def _member_loop(self, member: Member) -> None:
-        decoder = Decoder()
+        lane = Lane(
+            member,
+            self.writer,
+            stop=self.stop,
+            on_folded=self._folded,
+            on_error=self._failed,
+        )
+        self._lanes[member.name] = lane
         mine = self._member_stop.setdefault(member.name, threading.Event())
+        lane.leave = mine
         try:
-            while not self.stop.is_set() and not mine.is_set():
-                records = member.poll()
-                if records:
-                    self._fold(member, decoder, records)
+            lane.run()
             if mine.is_set():
                 member.close()
                 self.writer.record_assignment(member.name, [])
@@ -196,93 +205,28 @@ class Runner:
                     self.stats.owners[member.name] = []
                 self.echo(f"{member.name} left the group")
         except BaseException as exc:
-            log.error("%s stopped: %s", member.name, exc)
-            self._errors.append(exc)
-            self.stop.set()
+            self._failed(exc)
 
-    def _fold(self, member: Member, decoder: Decoder, records: list[Any]) -> None:
-        t0 = time.perf_counter()
-        batch = decoder.decode(records, self.writer.known_schemas())
-        decode_ms = (time.perf_counter() - t0) * 1000
-        progress = tuple(
-            replace(p, end_offset=member.end_offset(p.topic, p.partition)) for p in batch.progress
-        )
-        index: dict[tuple[str, int, int], Any] = {}
+    def _failed(self, exc: BaseException) -> None:
+        log.error("engine stopping: %s", exc)
+        self._errors.append(exc)
+        self.stop.set()
 
-        def raw(topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
-            if not index:
-                index.update({(r.topic, r.partition, r.offset): r for r in records})
-            rec = index[(topic, partition, offset)]
-            return rec.key, rec.value
-
-        base = BatchMetrics(
-            member=member.name,
-            records=batch.records,
-            bytes=batch.bytes,
-            tombstones=batch.tombstones,
-            skipped=batch.skipped,
-            dead_letters=0,
-            upserts=0,
-            deletes=0,
-            decode_ms=decode_ms,
-            fold_ms=0.0,
-            newest_source_ts_ms=batch.newest_source_ts_ms,
-        )
-        try:
-            result = self.writer.write(
-                member=member.name,
-                tables=batch.tables,
-                dead_letters=batch.dead_letters,
-                progress=progress,
-                metrics_base=base,
-                raw=raw,
-            )
-        except StaleBatch as stale:
-            log.warning(
-                "%s: %s already folded past this batch (by another member): skipping to "
-                "the stored offsets",
-                member.name,
-                ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(stale.stored.items())),
-            )
-            member.rewind(progress, stale.stored)
-            with self._stats_lock:
-                self.stats.stale_batches += 1
-            return
-        commit_ms = member.commit(progress)
-        self.writer.note_commit(result.batch_id, commit_ms)
+    def _folded(self, member: Member, folded: Folded, commit_ms: float) -> None:
         now = time.monotonic()
-        lags = [p.lag for p in progress if p.lag is not None]
+        result = folded.result
         with self._stats_lock:
             s = self.stats
             s.batches += 1
-            s.records += batch.records
-            s.bytes += batch.bytes
+            s.records += folded.records
+            s.bytes += folded.bytes
             s.upserts += result.upserts
             s.deletes += result.deletes
             s.dead_letters += result.dead_letters
-            s.decode_ms += decode_ms
+            s.decode_ms += folded.decode_ms
             s.fold_ms += result.fold_ms
             s.commit_ms += commit_ms
             s.member_batches[member.name] = s.member_batches.get(member.name, 0) + 1
-            s.first_batch_at = s.first_batch_at or now - (time.perf_counter() - t0)
+            s.first_batch_at = s.first_batch_at or now
             s.last_batch_at = now
             self._last_activity = now
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s batch %d: %d records, %d upserts, %d deletes, %d dead letters; "
-                "decode %.1f ms, fold %.1f ms, commit %.1f ms; lag %s; %s",
-                member.name,
-                result.batch_id,
-                batch.records,
-                result.upserts,
-                result.deletes,
-                result.dead_letters,
-                decode_ms,
-                result.fold_ms,
-                commit_ms,
-                sum(lags) if lags else "?",
-                ", ".join(
-                    f"{p.topic}[{p.partition}]@{p.first_offset}-{p.next_offset - 1}"
-                    for p in progress
-                ),
-            )

@@ -38,7 +38,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     with workload(stack, "bank", rate=120, duration_s=45, seed=rnd.randrange(1000)) as writer:
         while kills < KILLS:
             log = tmp_path / f"engine-{kills}.log"
-            engine = EngineProcess(stack, state, group, log, "--max-records", "500")
+            engine = EngineProcess(stack, state, group, log, "--max-records", "500", "--no-api")
             # Let it join the group (a killed member's partitions move after the session
             # timeout), then kill it anywhere: polling, decoding, mid-transaction, committing.
             wait_for(engine.owns_partitions, 60, "the engine to own partitions")
@@ -49,7 +49,9 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         wait_for(lambda: not writer.is_alive(), 180, "the workload to finish")
 
     ends = wait_topics_quiet(stack, "bank")
-    final = EngineProcess(stack, state, group, tmp_path / "engine-final.log", "--idle-exit", "4")
+    final = EngineProcess(
+        stack, state, group, tmp_path / "engine-final.log", "--idle-exit", "4", "--no-api"
+    )
     assert final.wait(timeout_s=240) == 0, final.output()[-3000:]
     with duckdb.connect(str(state), read_only=True) as conn:
         counts = compare_with_postgres(stack, conn, "bank", "bank")
