@@ -15,7 +15,7 @@ from engine import __version__
 from engine.config import Settings
 from engine.demo import demo
 from engine.errors import ChangefoldError
-from engine.pipeline.commands import dlq, run
+from engine.pipeline.commands import bench, dlq, run
 from engine.replay.commands import diff, replay
 from engine.serve.command import sql
 from engine.stack.commands import stack
@@ -64,6 +64,7 @@ main.add_command(generate)
 main.add_command(sql)
 main.add_command(run)
 main.add_command(dlq)
+main.add_command(bench)
 main.add_command(replay)
 main.add_command(diff)
 main.add_command(eval_group)
