@@ -32,13 +32,13 @@ integration: install jars
 	$(BIN)/pytest -m integration
 
 lint: install
-	$(BIN)/ruff check engine tests
-	$(BIN)/ruff format --check engine tests
+	$(BIN)/ruff check engine tests dashboards benchmarks
+	$(BIN)/ruff format --check engine tests dashboards benchmarks
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix engine tests
-	$(BIN)/ruff format engine tests
+	$(BIN)/ruff check --fix engine tests dashboards benchmarks
+	$(BIN)/ruff format engine tests dashboards benchmarks
 
 stack-up: install
 	$(BIN)/changefold stack up
