@@ -64,6 +64,17 @@ class _DryRun(Exception):
     pass
 
 
+#: DuckDB errors a single row can cause (a value it cannot convert or store). Only
+#: these send rows to the dead letters; any other error stops the engine.
+ROW_ERRORS: tuple[type[duckdb.Error], ...] = (
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.OutOfRangeException,
+    duckdb.InvalidInputException,
+    duckdb.TypeMismatchException,
+)
+
+
 class StateWriter:
     """Folds batches into a store for one consumer group (shared by its members)."""
 
@@ -125,15 +136,23 @@ class StateWriter:
             except (StaleBatch, StateError):
                 self.catalog.reset()
                 raise
-            except duckdb.Error as exc:
+            except ROW_ERRORS as exc:
                 self.catalog.reset()
                 log.warning(
                     "batch of %s failed in DuckDB (%s); isolating the rows it refuses",
                     _describe(progress),
                     str(exc).splitlines()[0],
                 )
-            good, refused = self._isolate(tables, raw)
+            except duckdb.Error as exc:
+                # Not about a row (disk, memory, a bug): dead-lettering the batch would lose
+                # it. Stop instead; nothing was committed and a restart retries the batch.
+                self.catalog.reset()
+                raise StateError(
+                    f"cannot write the batch of {_describe(progress)} to the state file "
+                    f"{self.store.path}: {exc}"
+                ) from exc
             try:
+                good, refused = self._isolate(tables, raw)
                 return self._write(member, good, [*dead_letters, *refused], progress, metrics_base)
             except duckdb.Error as exc:
                 self.catalog.reset()
@@ -186,7 +205,7 @@ class StateWriter:
         self._pending_commit_ms.clear()
         if new_versions:
             self._known = None
-        for letter in dead_letters:
+        for letter in dead_letters[:5]:
             log.warning(
                 "dead letter %s[%d]@%d: %s",
                 letter.topic,
@@ -194,6 +213,8 @@ class StateWriter:
                 letter.offset,
                 letter.error,
             )
+        if len(dead_letters) > 5:
+            log.warning("... and %d more dead letters in this batch", len(dead_letters) - 5)
         return WriteResult(batch_id, upserts, deletes, len(dead_letters), fold_ms)
 
     # -- isolating rows DuckDB refuses --------------------------------------------------
@@ -241,7 +262,7 @@ class StateWriter:
                 raise _DryRun
         except _DryRun:
             return None
-        except duckdb.Error as exc:
+        except ROW_ERRORS as exc:
             return str(exc).splitlines()[0]
         finally:
             self.catalog.reset()

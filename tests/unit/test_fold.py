@@ -281,3 +281,24 @@ def test_a_state_file_named_like_a_topic_prefix_works(tmp_path) -> None:
         fold(writer, [t.event("c", {"id": 1}, after=_row(1)), t.event("t", None)])
         fold(writer, [t.event("c", {"id": 2}, after=_row(2))])
         assert rows(writer, "SELECT id FROM lab.lab.accounts") == [(2,)]
+
+
+def test_an_error_not_caused_by_a_row_stops_instead_of_dead_lettering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import duckdb
+
+    from engine.errors import StateError
+    from engine.state import writer as writer_module
+
+    writer = memory_writer()
+    t = _table()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise duckdb.IOException("No space left on device")
+
+    monkeypatch.setattr(writer_module, "apply_changes", disk_full)
+    with pytest.raises(StateError, match="No space left"):
+        fold(writer, [t.event("c", {"id": 1}, after=_row(1))])
+    assert rows(writer, "SELECT count(*) FROM _changefold.dead_letters") == [(0,)]
+    assert rows(writer, "SELECT count(*) FROM _changefold.offsets") == [(0,)]
