@@ -170,7 +170,7 @@ class Runner:
         """Idle exit: every member read all its partitions and nothing came for a while."""
         if self.idle_exit_s is None or len(self._joined) < len(self.members):
             return False
-        if not all(lane.caught_up for lane in self._lanes.values()):
+        if not all(lane.caught_up or lane.leave.is_set() for lane in self._lanes.values()):
             return False
         with self._stats_lock:
             return time.monotonic() - self._last_activity > self.idle_exit_s
