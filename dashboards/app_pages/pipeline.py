@@ -41,9 +41,10 @@ def engine_panels() -> None:
     k[1].metric("Folded (records/s)", f"{through.get('records_per_s', 0):,.1f}")
     fp50, fp95 = fresh.get("freshness_ms_p50"), fresh.get("freshness_ms_p95")
     k[2].metric(
-        "Freshness p50 / p95",
-        "-" if fp50 is None else f"{fp50:,.0f} / {fp95 or fp50:,.0f} ms",
-        help="From the commit in Postgres to folded into the state, over the metrics window",
+        "Freshness (p50)",
+        "-" if fp50 is None else ui.millis(fp50),
+        help="From the commit in Postgres to folded into the state: the median over the "
+        "metrics window (p95 below)",
     )
     age = fresh.get("newest_source_age_s")
     k[3].metric(
@@ -55,6 +56,7 @@ def engine_panels() -> None:
     st.caption(
         f"figures over the last {figures.get('window_s', 60):g} s · "
         f"{through.get('batches', 0)} batches, {ui.size(through.get('bytes'))} read"
+        + ("" if fp95 is None else f" · freshness p95 {ui.millis(fp95)}")
     )
 
     st.subheader("Partitions")

@@ -3,6 +3,7 @@ and with nothing up."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ def test_partitions_batches_members_dead_letters_and_versions(served: Served) ->
     lags = {(t, p): lag for t, p, lag in partitions[["topic", "partition", "lag"]].values}
     assert lags == {(t, p): 5 * p for t, n, _ in TOPICS for p in range(n)}
     assert metric(at, "Lag (records)") == str(sum(lags.values()))
+    # engine_figures: freshness 300 .. 410 ms over the batches
+    assert metric(at, "Freshness (p50)") == "355 ms"
+    assert any(re.search(r"freshness p95 40[45] ms", c) for c in texts(at.caption))
     rates = partitions.set_index(["topic", "partition"])["records_per_s"]
     for topic, _, _ in TOPICS:
         assert rates[(topic, 0)] == 3 * rates[(topic, 1)] > 0, "skew must show"
