@@ -56,7 +56,13 @@ def apply_changes(
             target = catalog.target(conn, changes.mirror)
             conn.execute(f"DELETE FROM {target}")
             if capture:
-                empty = conn.sql(f"SELECT * FROM {target}").pl()
+                empty = _rows_of(
+                    conn,
+                    target,
+                    pl.DataFrame(),
+                    [],
+                    catalog.mirror_types(conn, changes.mirror),
+                )
                 delta = MirrorDelta(changes.mirror, empty, empty, truncated=True)
         return TableResult(0, 0, exists, 0, delta)
     catalog.ensure_mirror(conn, changes.mirror, latest.key, changes.columns)
@@ -117,11 +123,27 @@ def _rows_of(
     types: dict[str, str],
 ) -> pl.DataFrame:
     """The mirror rows of `keys` (a semi-join against the registered key frame)."""
+    columns = ", ".join(_polars_safe(name, duck_type) for name, duck_type in types.items())
+    if not key:
+        return conn.sql(f"SELECT {columns} FROM {target} AS m WHERE false").pl()
     with _registered(conn, keys) as view:
         match = " AND ".join(f"m.{quote(k)} = CAST(k.{quote(k)} AS {types[k]})" for k in key)
         return conn.sql(
-            f"SELECT m.* FROM {target} AS m WHERE EXISTS (SELECT 1 FROM {view} AS k WHERE {match})"
+            f"SELECT {columns} FROM {target} AS m "
+            f"WHERE EXISTS (SELECT 1 FROM {view} AS k WHERE {match})"
         ).pl()
+
+
+#: DuckDB types polars cannot hold: handed to observers as their text form.
+_AS_TEXT = ("INTERVAL", "TIME WITH TIME ZONE")
+
+
+def _polars_safe(name: str, duck_type: str) -> str:
+    column = f"m.{quote(name)}"
+    if duck_type in _AS_TEXT or any(duck_type.startswith(t + "[") for t in _AS_TEXT):
+        text = "VARCHAR[]" if duck_type.endswith("[]") else "VARCHAR"
+        return f"CAST({column} AS {text}) AS {quote(name)}"
+    return column
 
 
 def _cast(name: str, duck_type: str, spec: ColumnSpec | None) -> str:

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 RawLookup = Callable[[str, int, int], tuple[bytes | None, bytes | None]]
 #: Called inside a batch's transaction, after its mirrors changed and before the
 #: commit, with the batch id and the changed rows per mirror (derived views hook
-#: in here). An exception rolls the whole batch back.
+#: in here). An exception rolls the whole batch back. An observer may have a
+#: `mirrors` attribute (names "schema.table"): then only those mirrors' rows are
+#: captured for it (others are not in the deltas it gets).
 BatchObserver = Callable[[duckdb.DuckDBPyConnection, int, tuple[MirrorDelta, ...]], None]
 
 
@@ -98,6 +100,22 @@ class StateWriter:
         """Run `observer` inside every later batch's transaction (derived views)."""
         with self.store.lock:
             self.observers = (*self.observers, observer)
+
+    def _observed_mirrors(self) -> set[str] | None:
+        """Mirrors ("schema.table") whose before/after rows observers need; None: all.
+
+        An observer may declare `mirrors` (the tables it reads); capturing the rows
+        costs two queries per table and batch, so only declared tables pay it.
+        """
+        if not self.observers:
+            return set()
+        wanted: set[str] = set()
+        for observer in self.observers:
+            declared = getattr(observer, "mirrors", None)
+            if declared is None:
+                return None
+            wanted.update(declared)
+        return wanted
 
     def known_schemas(self) -> dict[str, TableSchema]:
         """Latest recorded schema per topic (for events that carry none)."""
@@ -178,8 +196,9 @@ class StateWriter:
                 raise StaleBatch(stale)
             batch_id = metrics.next_batch_id(conn)
             deltas: list[MirrorDelta] = []
-            capture = bool(self.observers)
+            wanted = self._observed_mirrors()
             for changes in tables:
+                capture = wanted is None or str(changes.mirror) in wanted
                 result = apply_changes(conn, self.catalog, changes, capture=capture)
                 upserts += result.upserts
                 deletes += result.deletes

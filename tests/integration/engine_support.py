@@ -82,7 +82,8 @@ class EngineProcess:
         )
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def owns_partitions(self) -> bool:

@@ -302,3 +302,32 @@ def test_an_error_not_caused_by_a_row_stops_instead_of_dead_lettering(
         fold(writer, [t.event("c", {"id": 1}, after=_row(1))])
     assert rows(writer, "SELECT count(*) FROM _changefold.dead_letters") == [(0,)]
     assert rows(writer, "SELECT count(*) FROM _changefold.offsets") == [(0,)]
+
+
+def test_observers_get_interval_columns_as_text_and_only_declared_mirrors() -> None:
+    writer = memory_writer()
+    t = Table(
+        TOPIC,
+        [field("int64", "id", optional=False)],
+        [*ROW, field("int64", "wait", logical="io.debezium.time.MicroDuration")],
+    )
+    seen: list = []
+
+    class Observer:
+        mirrors = frozenset({"lab.accounts"})
+
+        def __call__(self, conn, batch_id, deltas) -> None:
+            seen.extend(deltas)
+
+    class Blind:
+        mirrors: frozenset[str] = frozenset()
+
+        def __call__(self, conn, batch_id, deltas) -> None:
+            assert deltas == ()
+
+    writer.observers = (Observer(),)
+    fold(writer, [t.event("c", {"id": 1}, after={**_row(1), "wait": 90_000_000})])
+    (delta,) = seen
+    assert delta.after.get_column("wait").to_list() == ["00:01:30"]
+    writer.observers = (Blind(),)
+    fold(writer, [t.event("u", {"id": 1}, after={**_row(1), "wait": 1})])

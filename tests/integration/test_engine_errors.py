@@ -1,0 +1,142 @@
+"""`changefold run` against real Kafka: clear errors, graceful stop, dead letters."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+from engine_support import EngineProcess, engine_env, wait_for
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from support import free_ports, unique
+
+from engine.config import PACKAGE_PROJECT_DIR, Settings
+
+FIXTURE = PACKAGE_PROJECT_DIR / "tests" / "fixtures" / "lab_precise.jsonl"
+
+
+def _changefold(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        env=engine_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_kafka_unreachable_is_a_clear_error(stack: Settings, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    done = _changefold(
+        stack,
+        "run",
+        "--state",
+        str(tmp_path / "s.duckdb"),
+        "--no-api",
+        CHANGEFOLD_KAFKA_PORT=str(port),
+    )
+    assert done.returncode == 4, done.stderr
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in done.stderr
+    assert "changefold stack up" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_missing_topic_is_named(stack: Settings, tmp_path: Path) -> None:
+    missing = f"{unique('nosuch')}.lab.things"
+    done = _changefold(
+        stack, "run", "--state", str(tmp_path / "s.duckdb"), "--no-api", "--topic", missing
+    )
+    assert done.returncode == 5, done.stderr
+    assert f"topic {missing} does not exist" in done.stderr
+
+
+def test_a_locked_state_file_is_named_and_sigterm_stops_cleanly(
+    stack: Settings, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.duckdb"
+    first = EngineProcess(stack, state, unique("lock"), tmp_path / "first.log", "--no-api")
+    try:
+        wait_for(first.owns_partitions, 60, "the first engine to join")
+        second = _changefold(stack, "run", "--state", str(state), "--no-api")
+        assert second.returncode == 3, second.stderr
+        assert f"the state file {state} is in use by another process" in second.stderr
+        assert f"PID {first.proc.pid}" in second.stderr
+        # The dead-letter listing cannot read it either while the engine runs.
+        listing = _changefold(stack, "dlq", "--state", str(state))
+        assert listing.returncode == 3, listing.stderr
+    finally:
+        first.proc.send_signal(signal.SIGTERM)
+    assert first.wait(timeout_s=60) == 0, first.output()[-2000:]
+    assert "SIGTERM: finishing the batches in hand" in first.output()
+    assert "stopped:" in first.output()
+
+
+def test_bad_messages_become_dead_letters_and_the_rest_is_folded(
+    stack: Settings, tmp_path: Path
+) -> None:
+    topic = f"{unique('dlq')}.lab.everything"
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap_servers)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    captured = [
+        json.loads(line)
+        for line in FIXTURE.read_text().splitlines()
+        if json.loads(line)["topic"] == "lab.lab.everything"
+    ]
+    captured.sort(key=lambda r: (r["partition"], r["offset"]))
+    good = captured[0]
+    bad = [
+        (good["key"].encode(), b"\xff\xfe not json, not even UTF-8"),
+        (good["key"].encode(), good["value"].encode()[:-300]),
+        (good["key"].encode(), good["value"].replace('"op":"r"', '"op":"x"').encode()),
+        (b"{not a key", good["value"].encode()),
+    ]
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers)
+    for key, value in bad:
+        producer.send(topic, key=key, value=value, partition=0)
+    for r in captured:  # every real event, in order, after the garbage
+        producer.send(
+            topic,
+            key=r["key"] and r["key"].encode(),
+            value=r["value"] and r["value"].encode(),
+            partition=0,
+        )
+    producer.flush()
+    producer.close()
+
+    state = tmp_path / "state.duckdb"
+    engine = EngineProcess(
+        stack,
+        state,
+        unique("dlq"),
+        tmp_path / "engine.log",
+        "--topic",
+        topic,
+        "--idle-exit",
+        "3",
+        "--no-api",
+    )
+    assert engine.wait(timeout_s=120) == 0, engine.output()[-3000:]
+
+    listing = _changefold(stack, "dlq", "--json", "--state", str(state))
+    assert listing.returncode == 0, listing.stderr
+    letters = [json.loads(line) for line in listing.stdout.splitlines()]
+    by_offset = {d["offset"]: d for d in letters}
+    assert sorted(by_offset) == [0, 1, 2, 3]
+    assert "malformed JSON" in by_offset[0]["error"] and by_offset[0]["value"] is None
+    assert by_offset[0]["value_base64"]
+    assert by_offset[1]["error"]
+    assert by_offset[2]["error"] == "unknown op 'x'"
+    assert "key" in by_offset[3]["error"]
+    assert all(d["topic"] == topic and d["partition"] == 0 for d in letters)
+    table = _changefold(stack, "dlq", "--state", str(state))
+    assert table.returncode == 0 and "unknown op" in table.stdout
+
+    prefix = topic.split(".")[0]
+    with duckdb.connect(str(state), read_only=True) as conn:
+        rows = conn.execute(f'SELECT id, vc, extra FROM "{prefix}".everything ORDER BY id')
+        assert rows.fetchall() == [(6, "after truncate", 9), (7, "varchar", 8)]
