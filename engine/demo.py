@@ -14,6 +14,7 @@ shows the last lines of its log.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -109,9 +110,22 @@ def died(child: Child, status: int) -> DemoError:
     )
 
 
-def children(settings: Settings, rate: float, fraud_rate: float) -> list[Child]:
+@dataclass(frozen=True)
+class DemoOptions:
+    #: Events per second of each generator.
+    rate: float = 100.0
+    #: Share of bank transactions in injected fraud.
+    fraud_rate: float = 0.05
+    #: Seed of both generators' plans. A new one each run: a plan's ids and device
+    #: UUIDs come from its seed, so the same seed on a database that already holds
+    #: its rows would write them again.
+    seed: int = 1
+
+
+def children(settings: Settings, options: DemoOptions) -> list[Child]:
     """The demo's processes, in start order."""
     run_dir = settings.stack_home / "run"
+    o = options
     cli = [sys.executable, "-m", "engine"]
     app = str(settings.project_dir / "dashboards" / "app.py")
     streamlit = (
@@ -125,14 +139,15 @@ def children(settings: Settings, rate: float, fraud_rate: float) -> list[Child]:
             "bank generator",
             [
                 *cli,
-                *f"generate bank --rate {rate:g} --duration 0 --fraud-rate {fraud_rate:g}".split(),
+                *f"generate bank --rate {o.rate:g} --duration 0 --seed {o.seed} "
+                f"--fraud-rate {o.fraud_rate:g}".split(),
             ],
             run_dir / "demo-generate-bank.log",
             stop_signal=signal.SIGINT,
         ),
         Child(
             "arcade generator",
-            [*cli, *f"generate arcade --rate {rate:g} --duration 0".split()],
+            [*cli, *f"generate arcade --rate {o.rate:g} --duration 0 --seed {o.seed}".split()],
             run_dir / "demo-generate-arcade.log",
             stop_signal=signal.SIGINT,
         ),
@@ -170,12 +185,12 @@ class Demo:
     """`start()` brings everything up, `watch()` runs until interrupted or a child dies,
     `close()` undoes what `start()` did."""
 
-    def __init__(self, settings: Settings, rate: float, fraud_rate: float, echo: Echo) -> None:
+    def __init__(self, settings: Settings, options: DemoOptions, echo: Echo) -> None:
         self.settings = settings
         self.echo = echo
         self.stack = Stack(settings)
         self.started_components: list[str] = []
-        self.children = children(settings, rate, fraud_rate)
+        self.children = children(settings, options)
         self.running: list[Child] = []
 
     # -- start -----------------------------------------------------------------------
@@ -310,9 +325,20 @@ demo-dashboards.log (the stack's own logs are next to them).
     show_default=True,
     help="Share of bank transactions that belong to injected fraud.",
 )
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    help="Seed of the generators' plans (default: a new one each run).",
+)
 @click.option("--dashboard-port", type=click.IntRange(1, 65535), help="Port of the dashboards.")
 @click.pass_obj
-def demo(settings: Settings, rate: float, fraud_rate: float, dashboard_port: int | None) -> None:
+def demo(
+    settings: Settings,
+    rate: float,
+    fraud_rate: float,
+    seed: int | None,
+    dashboard_port: int | None,
+) -> None:
     """Run everything: the stack, the bank and arcade generators, the engine and the
     dashboards; print the dashboards' address.
 
@@ -322,7 +348,10 @@ def demo(settings: Settings, rate: float, fraud_rate: float, dashboard_port: int
     """
     if dashboard_port is not None:
         settings = settings.with_(dashboard_port=dashboard_port)
-    run = Demo(settings, rate, fraud_rate, echo=click.echo)
+    if seed is None:
+        seed = secrets.randbelow(1_000_000_000)
+    click.echo(f"generators: {rate:g} events/s each, fraud rate {fraud_rate:g}, seed {seed}")
+    run = Demo(settings, DemoOptions(rate, fraud_rate, seed), echo=click.echo)
     stops = (signal.SIGINT, signal.SIGTERM)
     try:
         with _interrupted_by(*stops):

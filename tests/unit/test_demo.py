@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.config import Settings
-from engine.demo import Child, Demo, child_env, children, died
+from engine.demo import Child, Demo, DemoOptions, child_env, children, died
 from engine.errors import DemoError
 
 
@@ -91,21 +91,24 @@ def test_a_dead_child_is_named_with_the_end_of_its_log(tmp_path: Path) -> None:
 
 def test_children_share_the_settings_and_bind_loopback(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, api_port=58123, dashboard_port=58124, pg_port=58125)
-    procs = children(settings, rate=40, fraud_rate=0.1)
+    procs = children(settings, DemoOptions(rate=40, fraud_rate=0.1, seed=7))
     assert [c.name for c in procs] == ["engine", "bank generator", "arcade generator", "dashboards"]
     engine, bank, arcade, dashboards = procs
     assert engine.argv[1:] == ["-m", "engine", "run"]
     assert bank.argv[3:] == [
+        *["generate", "bank", "--rate", "40", "--duration", "0", "--seed", "7"],
+        *["--fraud-rate", "0.1"],
+    ]
+    assert arcade.argv[3:] == [
         "generate",
-        "bank",
+        "arcade",
         "--rate",
         "40",
         "--duration",
         "0",
-        "--fraud-rate",
-        "0.1",
+        "--seed",
+        "7",
     ]
-    assert arcade.argv[3:] == ["generate", "arcade", "--rate", "40", "--duration", "0"]
     assert bank.stop_signal == arcade.stop_signal == signal.SIGINT  # their Ctrl-C
     argv = dashboards.argv
     assert argv[argv.index("--server.address") + 1] == "127.0.0.1"
@@ -128,7 +131,7 @@ def test_a_busy_port_stops_the_demo_before_anything_starts(tmp_path: Path, busy:
         sock.listen()
         port = sock.getsockname()[1]
         settings = settings_for(tmp_path, **{busy: port})
-        run = Demo(settings, rate=10, fraud_rate=0.0, echo=lambda _line: None)
+        run = Demo(settings, DemoOptions(), echo=lambda _line: None)
         with pytest.raises(DemoError, match=rf"port {port} .* is in use"):
             run.start()
     assert run.running == [] and run.started_components == []
