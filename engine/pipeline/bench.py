@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,13 @@ class Rate:
     records: int
     bytes: int
     seconds: float
+    #: CPU seconds (user + system, all threads) spent: a figure other load on the
+    #: machine does not distort the way it distorts wall-clock rates.
+    cpu_seconds: float = 0.0
+
+    @property
+    def cpu_us_per_record(self) -> float:
+        return self.cpu_seconds / self.records * 1e6 if self.records else 0.0
 
     @property
     def per_second(self) -> float:
@@ -131,6 +139,7 @@ def raw_consume(settings: Settings, topic: str) -> Rate:
         consumer.seek_to_beginning(*ends)
         remaining = {tp for tp, end in ends.items() if end > 0}
         records = size = 0
+        cpu0 = _cpu(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         while remaining:
             for tp, batch in consumer.poll(
@@ -141,7 +150,7 @@ def raw_consume(settings: Settings, topic: str) -> Rate:
                     size += len(r.value or b"") + len(r.key or b"")
                 if batch[-1].offset >= ends[tp] - 1:
                     remaining.discard(tp)
-        return Rate(records, size, time.perf_counter() - t0)
+        return Rate(records, size, time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - cpu0)
     finally:
         consumer.close()
 
@@ -171,9 +180,11 @@ def engine_replay(settings: Settings, topic: str, commit: str, echo: Echo) -> En
         "3",
     ]
     log = workdir / "engine.log"
+    cpu0 = _cpu(resource.RUSAGE_CHILDREN)
     with log.open("wb") as out:
         child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         peak = _sample_peak_rss(child)
+    cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu0
     if child.returncode != 0:
         raise EngineError(f"the engine exited with {child.returncode}: {log.read_text()[-2000:]}")
     with duckdb.connect(str(state), read_only=True) as conn:
@@ -190,13 +201,18 @@ def engine_replay(settings: Settings, topic: str, commit: str, echo: Echo) -> En
     seconds = (last - started).total_seconds()
     echo(f"  engine log and state: {workdir}")
     return EngineRun(
-        rate=Rate(int(records), int(size), seconds),
+        rate=Rate(int(records), int(size), seconds, cpu),
         change_events=int(changes or 0),
         peak_rss_bytes=peak,
         batches=int(batches),
         mean_commit_ms=float(commit_ms or 0.0),
         mean_batch_records=int(records) / max(int(batches), 1),
     )
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _sample_peak_rss(child: subprocess.Popen[bytes]) -> int:
@@ -234,6 +250,7 @@ def naive_baseline(settings: Settings, topic: str, limit: int) -> Rate:
         consumer.assign(list(ends))
         consumer.seek_to_beginning(*ends)
         records = size = 0
+        cpu0 = _cpu(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         while records < limit:
             polled = consumer.poll(timeout_ms=1000, max_records=min(500, limit - records))
@@ -253,7 +270,7 @@ def naive_baseline(settings: Settings, topic: str, limit: int) -> Rate:
                     else:
                         conn.execute(upsert, _naive_row(payload["after"]))
             conn.execute("COMMIT")
-        return Rate(records, size, time.perf_counter() - t0)
+        return Rate(records, size, time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - cpu0)
     finally:
         consumer.close()
         conn.close()

@@ -255,9 +255,11 @@ def bench_fold(
         if created and not keep_topic:
             b.delete_topic(settings, name)
     ratio = run_.rate.per_second / raw.per_second if raw.per_second else 0.0
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     echo(
         f"\nchangefold bench fold: {name}, {records:,} records "
-        f"({run_.change_events:,} change events folded), {os.cpu_count()} CPUs"
+        f"({run_.change_events:,} change events folded), {os.cpu_count()} CPUs, "
+        f"load average {load}"
     )
     echo(
         b.describe(
@@ -275,6 +277,19 @@ def bench_fold(
                     f"of {run_.mean_batch_records:,.0f})",
                 ),
                 ("engine / raw", f"{ratio:.2f}x"),
+                (
+                    "CPU per record",
+                    f"raw {raw.cpu_us_per_record:,.0f} us, "
+                    f"engine {run_.rate.cpu_us_per_record:,.0f} us "
+                    f"(whole process: start-up and idle exit included), naive "
+                    f"{naive.cpu_us_per_record:,.0f} us",
+                ),
+                (
+                    "CPU-normalized",
+                    f"engine / raw "
+                    f"{raw.cpu_us_per_record / max(run_.rate.cpu_us_per_record, 1e-9):.2f}x "
+                    "(what the wall-clock ratio would be if each ran alone on one core)",
+                ),
                 ("engine peak RSS", f"{run_.peak_rss_bytes / 2**20:,.0f} MiB"),
                 ("kafka commit", f"{commit_mode}, {run_.mean_commit_ms:.1f} ms per batch"),
                 (
