@@ -18,10 +18,13 @@ ground truth) are skipped, as the connector skips them.
 from __future__ import annotations
 
 import json
+import random
 import re
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -122,7 +125,7 @@ class PlanFeed:
         if not rows:
             return
         columns = self._columns_of(table)
-        frame = pl.DataFrame({c: pl.Series(c, [_plain(r.get(c)) for r in rows]) for c in columns})
+        frame = pl.DataFrame({c: pl.Series(c, _column([r.get(c) for r in rows])) for c in columns})
         types = dict(
             self.con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
@@ -140,6 +143,15 @@ class PlanFeed:
 
 def _key(value: object) -> object:
     return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def _column(values: list[object]) -> list[object]:
+    """One column's values for polars: an integer literal (`balance` 0 of a new account)
+    next to the decimals of updated rows becomes a decimal too."""
+    plain = [_plain(v) for v in values]
+    if any(isinstance(v, Decimal) for v in plain):
+        return [Decimal(v) if isinstance(v, int) else v for v in plain]
+    return plain
 
 
 def _plain(value: object) -> object:
@@ -230,4 +242,34 @@ def batches(txns: Iterable[PgTxn], events_per_batch: int) -> Iterator[list[PgTxn
             yield batch
             batch, n = [], 0
     if batch:
+        yield batch
+
+
+def partitioned_batches(
+    txns: Iterable[PgTxn], events_per_batch: int, partitions: int, seed: int
+) -> Iterator[list[PgTxn]]:
+    """Batches as a consumer of partitioned topics sees them: each captured row change
+    goes to partition hash(key) of its table's topic, and a batch takes a prefix of
+    every (topic, partition) lane whose length varies at random around its share.
+
+    Changes of one key stay in order; changes of different keys (the insert of one
+    transaction and the insert of the next, the account row and its transactions) can
+    arrive in either order and in different batches, as they do from Kafka. Each
+    change is handed on as a one-statement `PgTxn` with its transaction's time."""
+    lanes: dict[tuple[str, int], list[PgTxn]] = {}
+    for t in txns:
+        for s in t.statements:
+            if s.captured:
+                partition = zlib.crc32(str(_key(s.key)).encode()) % partitions
+                lanes.setdefault((s.table, partition), []).append(PgTxn(t.label, t.at_us, (s,)))
+    total = sum(len(changes) for changes in lanes.values())
+    rng = random.Random(seed)
+    cursors = dict.fromkeys(lanes, 0)
+    while any(cursors[name] < len(lane) for name, lane in lanes.items()):
+        batch: list[PgTxn] = []
+        for name, lane in lanes.items():
+            share = events_per_batch * len(lane) / total
+            take = max(1, round(share * rng.uniform(0.2, 1.8)))
+            batch.extend(lane[cursors[name] : cursors[name] + take])
+            cursors[name] = min(len(lane), cursors[name] + take)
         yield batch

@@ -18,7 +18,7 @@ import duckdb
 from engine.views.contract import MaintainStats
 from engine.views.evaluate import Alert, Case
 from engine.views.maintainer import ViewMaintainer
-from engine.views.planfeed import PlanFeed, batches
+from engine.views.planfeed import PlanFeed, batches, partitioned_batches
 from engine.workload.arcade import ArcadePlanner
 from engine.workload.bank import BankPlanner
 from engine.workload.plan import PgTxn, PlanConfig, to_datetime
@@ -50,10 +50,14 @@ def run_plan(
     events: int,
     events_per_batch: int = 500,
     first_batch_id: int = 1,
+    partitions: int | None = None,
 ) -> SimResult:
     """Setup and `events` stream events of a plan, maintained batch by batch.
 
-    Creates the mirror tables and installs the maintainer on `con` first."""
+    Creates the mirror tables and installs the maintainer on `con` first. Batches
+    hold whole Postgres transactions in commit order, or with `partitions` the
+    changes as a consumer of that many partitions per topic receives them
+    (`partitioned_batches`, shuffled with the plan's seed)."""
     maintainer.create_mirror_tables(con)
     maintainer.install(con)
     planner: BankPlanner | ArcadePlanner = (
@@ -63,7 +67,12 @@ def run_plan(
     result = SimResult()
     ids = itertools.count(first_batch_id)
     stream = itertools.chain(planner.setup(), take_events(planner.stream(), events))
-    for batch in batches(stream, events_per_batch):
+    delivered = (
+        batches(stream, events_per_batch)
+        if partitions is None
+        else partitioned_batches(stream, events_per_batch, partitions, cfg.seed)
+    )
+    for batch in delivered:
         con.execute("BEGIN TRANSACTION")
         try:
             fed = feed.apply(batch)

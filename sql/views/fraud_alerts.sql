@@ -235,29 +235,32 @@ WHERE n_tiny >= $fraud_card_testing_min_count
 -- impossible_travel: the card is present in two countries further apart than anyone
 -- can travel in the time between (speed above $fraud_travel_max_kmh), the distance
 -- between the countries' centre points taken $fraud_travel_slack_km shorter.
+-- Every earlier card-present use of the last day is compared, not only the one just
+-- before: a use that arrives late (from another partition, in a later batch) then
+-- adds hits and never hides one, so the alerts do not depend on batch boundaries.
 INSERT INTO _fa_hits
 WITH present AS (
-    SELECT
-        txn_id, account_id, created_at, country,
-        lag(txn_id) OVER w AS prev_txn,
-        lag(created_at) OVER w AS prev_at,
-        lag(country) OVER w AS prev_country
+    SELECT txn_id, account_id, created_at, country
     FROM _fa_scope
     WHERE kind IN ('purchase', 'withdrawal') AND channel IN ('card_present', 'atm')
-    WINDOW w AS (PARTITION BY account_id ORDER BY created_at, txn_id)
 ),
 moved AS (
     SELECT
-        p.*,
+        p.txn_id, p.account_id, p.created_at, p.country,
+        q.txn_id AS prev_txn, q.created_at AS prev_at, q.country AS prev_country,
         2 * 6371.0 * asin(sqrt(
             pow(sin(radians(b.lat - a.lat) / 2), 2)
             + cos(radians(a.lat)) * cos(radians(b.lat)) * pow(sin(radians(b.lon - a.lon) / 2), 2)
         )) AS km,
-        epoch(p.created_at - p.prev_at) / 3600.0 AS hours
+        epoch(p.created_at - q.created_at) / 3600.0 AS hours
     FROM present AS p
-    JOIN live.country_coords AS a ON a.country = p.prev_country
+    JOIN present AS q
+        ON q.account_id = p.account_id
+        AND q.created_at >= p.created_at - INTERVAL 1 DAY
+        AND (q.created_at, q.txn_id) < (p.created_at, p.txn_id)
+        AND q.country <> p.country
+    JOIN live.country_coords AS a ON a.country = q.country
     JOIN live.country_coords AS b ON b.country = p.country
-    WHERE p.prev_country <> p.country
 )
 SELECT
     'impossible_travel', account_id, txn_id, created_at, prev_at, created_at,
@@ -424,7 +427,7 @@ WITH ordered AS (
     SELECT
         h.*,
         max(window_end) OVER (
-            PARTITION BY rule, account_id ORDER BY trigger_time, trigger_txn_id
+            PARTITION BY rule, account_id ORDER BY trigger_time, trigger_txn_id, window_start
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
         ) AS prev_end
     FROM _fa_hits AS h
@@ -433,7 +436,9 @@ numbered AS (
     SELECT
         *,
         sum(CASE WHEN prev_end IS NULL OR window_start > prev_end + to_seconds(gap_s) THEN 1 ELSE 0 END)
-            OVER (PARTITION BY rule, account_id ORDER BY trigger_time, trigger_txn_id) AS episode
+            OVER (
+                PARTITION BY rule, account_id ORDER BY trigger_time, trigger_txn_id, window_start
+            ) AS episode
     FROM ordered
 )
 SELECT
@@ -445,7 +450,7 @@ SELECT
     max(window_end) AS window_end,
     list_sort(list_distinct(flatten(list(evidence)))) AS evidence,
     max(severity) AS severity,
-    arg_max(reason, (severity, trigger_time, trigger_txn_id)) AS reason,
+    arg_max(reason, (severity, trigger_time, trigger_txn_id, window_start)) AS reason,
     max(gap_s) AS gap_s
 FROM numbered
 GROUP BY rule, account_id, episode;

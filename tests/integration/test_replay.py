@@ -43,7 +43,18 @@ def _replay_cli(stack: Settings, target: Path, *args: str) -> subprocess.Complet
 
 #: Columns that record when or in which batch a view row was last touched: they differ
 #: between two states built with different batch boundaries even when the data agree.
-BATCH_COLUMNS = ("updated_batch", "detected_at", "prev_rank", "rank_change", "batch_id", "updated")
+#: A risk score (and the reason that prints it) follows its alerts' severity, which for
+#: a takeover depends a little on which balance the rule saw first (README, views).
+BATCH_COLUMNS = (
+    "updated_batch",
+    "detected_at",
+    "prev_rank",
+    "rank_change",
+    "batch_id",
+    "updated",
+    "risk_score",
+    "reason",
+)
 #: Alerts are compared on what they found (below), not on ids that depend on batching.
 BATCH_TABLES = ("live.fraud_alerts",)
 
