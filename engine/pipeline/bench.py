@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,8 +155,9 @@ def raw_consume(settings: Settings, topic: str) -> Rate:
         consumer.close()
 
 
-def engine_replay(settings: Settings, topic: str, commit: str, echo: Echo) -> EngineRun:
-    """`changefold run` into a fresh state file in a child process; figures from its metrics."""
+def engine_replay(settings: Settings, topics: Sequence[str], commit: str, echo: Echo) -> EngineRun:
+    """`changefold run` into a fresh state file in a child process, in a new consumer
+    group, until idle; figures from its metrics. No `topics`: the connectors' topics."""
     workdir = Path(tempfile.mkdtemp(prefix="changefold-bench-"))
     state = workdir / "state.duckdb"
     group = f"bench-{uuid.uuid4().hex[:8]}"
@@ -167,8 +168,7 @@ def engine_replay(settings: Settings, topic: str, commit: str, echo: Echo) -> En
         "-m",
         "engine",
         "run",
-        "--topic",
-        topic,
+        *(arg for topic in topics for arg in ("--topic", topic)),
         "--state",
         str(state),
         "--group",
@@ -183,7 +183,7 @@ def engine_replay(settings: Settings, topic: str, commit: str, echo: Echo) -> En
     cpu0 = _cpu(resource.RUSAGE_CHILDREN)
     with log.open("wb") as out:
         child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        peak = _sample_peak_rss(child)
+        peak = sample_peak_rss(child)
     cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu0
     if child.returncode != 0:
         raise EngineError(f"the engine exited with {child.returncode}: {log.read_text()[-2000:]}")
@@ -215,7 +215,8 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _sample_peak_rss(child: subprocess.Popen[bytes]) -> int:
+def sample_peak_rss(child: subprocess.Popen[bytes]) -> int:
+    """Wait for `child`, sampling its resident memory; the highest sample in bytes."""
     peak = 0
     proc = psutil.Process(child.pid)
     while child.poll() is None:

@@ -248,7 +248,7 @@ def bench_fold(
         echo("raw kafka-python consume ...")
         raw = b.raw_consume(settings, name)
         echo(f"engine replay (changefold run, commit {commit_mode}) ...")
-        run_ = b.engine_replay(settings, name, commit_mode, echo)
+        run_ = b.engine_replay(settings, [name], commit_mode, echo)
         echo(f"naive baseline on {baseline_records:,} records ...")
         naive = b.naive_baseline(settings, name, baseline_records)
     finally:

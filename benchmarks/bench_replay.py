@@ -1,0 +1,134 @@
+"""Replay rate with the derived views on, next to `changefold run` over the same history.
+
+Needs a running stack (`changefold stack up`). The demo topics (every captured table
+of the connectors in connectors/) must hold at least --events change events: when
+they hold fewer, the bank generator writes the rest through Postgres and Debezium
+(`changefold generate bank --async-commit`, real envelopes, fraud included) and the
+script waits until the topics are quiet. Then, each into a fresh state file in a
+temporary folder, with the views maintained in every batch as always:
+
+  1. `changefold replay --into FILE`: its own consumer, no group; events/s as the
+     replay reports it (first poll to last batch), and peak RSS;
+  2. `changefold run --idle-exit 3` in a new consumer group: events/s from its
+     batch figures (first assignment to last batch), and peak RSS.
+
+    .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--rate 12000]
+
+Timings are wall clock: run it on an otherwise idle machine. The topics keep what
+was generated (retention is unbounded in the demo): a second run reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kafka import TopicPartition
+
+from engine.config import Settings
+from engine.pipeline import bench
+from engine.pipeline.consumer import open_consumer
+from engine.pipeline.topics import subscription
+
+_REPLAYED = re.compile(r"(\d+) events in (\d+) batches, ([\d.]+) s")
+
+
+def topic_events(settings: Settings) -> tuple[list[str], int]:
+    """The connectors' table topics and the records they hold (end minus start offsets)."""
+    pattern = subscription((), settings.connectors_dir).pattern
+    assert pattern is not None
+    consumer = open_consumer(settings, "changefold-bench-replay", group_id=None)
+    try:
+        topics = sorted(t for t in consumer.topics() if re.match(pattern, t))
+        parts = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends = consumer.end_offsets(parts)
+        starts = consumer.beginning_offsets(parts)
+        return topics, sum(ends[tp] - starts[tp] for tp in parts)
+    finally:
+        consumer.close()
+
+
+def wait_quiet(settings: Settings, quiet_s: float = 5.0) -> int:
+    """Wait until no topic grows for `quiet_s` (Debezium caught up); the records then held."""
+    last, since = -1, time.monotonic()
+    while True:
+        _, held = topic_events(settings)
+        if held != last:
+            last, since = held, time.monotonic()
+            print(f"  topics hold {held:,} records", flush=True)
+        elif time.monotonic() - since >= quiet_s:
+            return held
+        time.sleep(1.0)
+
+
+def generate(missing: int, rate: float, seed: int) -> None:
+    duration = max(10.0, missing / rate * 1.05)
+    print(f"generating about {missing:,} bank events at {rate:,.0f}/s ({duration:.0f} s) ...")
+    subprocess.run(
+        [
+            sys.executable, "-m", "engine", "generate", "bank",
+            "--rate", str(rate), "--duration", f"{duration:.0f}", "--seed", str(seed),
+            "--population", "5000", "--async-commit",
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+def replay(into: Path) -> tuple[bench.Rate, int]:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine", "replay", "--into", str(into), "--no-progress"],
+        stdout=subprocess.PIPE,
+    )
+    peak = bench.sample_peak_rss(child)
+    out = (child.stdout.read() if child.stdout else b"").decode()
+    found = _REPLAYED.search(out)
+    if child.returncode != 0 or found is None:
+        sys.exit(f"replay exited with {child.returncode}: {out[-2000:]}")
+    return bench.Rate(int(found[1]), 0, float(found[3])), peak
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="records to replay")
+    parser.add_argument("--rate", type=float, default=12_000.0, help="generator target rate")
+    parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
+    args = parser.parse_args()
+    settings = Settings()
+
+    topics, held = topic_events(settings)
+    while held < args.events:
+        generate(args.events - held, args.rate, args.seed)
+        args.seed += 1
+        held = wait_quiet(settings)
+    print(f"{len(topics)} topics hold {held:,} records")
+
+    workdir = Path(tempfile.mkdtemp(prefix="changefold-bench-replay-"))
+    print("changefold replay ...", flush=True)
+    replayed, replay_rss = replay(workdir / "replay.duckdb")
+    print("changefold run ...", flush=True)
+    run = bench.engine_replay(settings, [], "sync", print)
+
+    print(f"\nbench replay: {held:,} records in {len(topics)} topics, views on, 2 CPUs")
+    print(
+        f"  replay  {replayed.per_second:>9,.0f} events/s ({replayed.records:,} in "
+        f"{replayed.seconds:.1f} s), peak RSS {replay_rss / 2**20:,.0f} MiB"
+    )
+    print(
+        f"  run     {run.rate.per_second:>9,.0f} events/s ({run.rate.records:,} in "
+        f"{run.rate.seconds:.1f} s, {run.batches} batches), peak RSS "
+        f"{run.peak_rss_bytes / 2**20:,.0f} MiB"
+    )
+    print(f"  replay / run {replayed.per_second / max(run.rate.per_second, 1e-9):.2f}x")
+    print(f"  states under {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
