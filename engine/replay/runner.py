@@ -29,6 +29,7 @@ from engine.pipeline.topics import Subscription
 from engine.pipeline.types import DecodedBatch
 from engine.replay import meta as replay_meta
 from engine.replay.bounds import StartSpec, UntilSpec, resolve
+from engine.replay.fetch import Fetcher
 from engine.replay.meta import REPLAY_GROUP, ReplayMeta
 from engine.state.model import OFFSET, PARTITION, SOURCE_TS_MS, BatchMetrics
 from engine.state.store import Store
@@ -100,7 +101,7 @@ class Replay:
                 if existing is not None and existing.finished:
                     result.complete = True
                     return result
-                self._consume(consumer, tps, store, writer, wanted, result, stop, on_progress)
+                self._consume(consumer, store, writer, wanted, result, stop, on_progress)
                 return result
         finally:
             consumer.close(autocommit=False)
@@ -160,7 +161,6 @@ class Replay:
     def _consume(
         self,
         consumer: KafkaConsumer,
-        tps: list[TopicPartition],
         store: Store,
         writer: StateWriter,
         meta: ReplayMeta,
@@ -170,11 +170,15 @@ class Replay:
     ) -> None:
         stored = writer.stored_offsets()
         position = {k: stored.get(k, meta.start_offsets.get(k, 0)) for k in meta.end_offsets}
-        remaining = {k: end for k, end in meta.end_offsets.items() if position[k] < end}
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, position[(tp.topic, tp.partition)])
-        consumer.pause(*[tp for tp in tps if (tp.topic, tp.partition) not in remaining])
+        fetcher = Fetcher(
+            consumer,
+            position,
+            meta.end_offsets,
+            max_wait_ms=self.settings.batch_max_wait_ms,
+            max_records=self.settings.batch_max_records,
+        )
+        #: Partitions not yet read to their end (or to the --until time), as folded.
+        remaining = set(fetcher.remaining)
         total = meta.total
         done = sum(position[k] - meta.start_offsets.get(k, 0) for k in position)
         decoder = Decoder()
@@ -182,39 +186,31 @@ class Replay:
         t0 = time.perf_counter()
         if on_progress:
             on_progress(done, total)
-        while remaining and not stop.is_set():
-            polled = consumer.poll(
-                timeout_ms=self.settings.batch_max_wait_ms,
-                max_records=self.settings.batch_max_records,
-            )
-            records = [
-                r
-                for batch in polled.values()
-                for r in batch
-                if (r.topic, r.partition) in remaining
-                and r.offset < remaining[(r.topic, r.partition)]
-            ]
-            finished: set[tuple[str, int]] = set()
-            if records:
-                t_decode = time.perf_counter()
-                batch, records, cut = self._decode(decoder, writer, records, until_ms)
-                decode_ms = (time.perf_counter() - t_decode) * 1000
-                finished |= cut
+        fetcher.start()
+        try:
+            while remaining and not stop.is_set():
+                fetched = fetcher.next()
+                if fetched is None:
+                    break
+                # Records of a partition cut at the --until time after they were fetched.
+                records = [r for r in fetched.records if (r.topic, r.partition) in remaining]
                 if records:
-                    self._write(writer, batch, records, meta, decode_ms)
-                    consumed = len(records)
-                    done += consumed
-                    result.events += consumed
-                    result.batches += 1
-            for key in list(remaining):
-                tp = TopicPartition(*key)
-                if key in finished or consumer.position(tp) >= remaining[key]:
-                    finished.add(key)
-            for key in finished:
-                remaining.pop(key, None)
-                consumer.pause(TopicPartition(*key))
-            if on_progress:
-                on_progress(done if remaining else total, total)
+                    t_decode = time.perf_counter()
+                    batch, records, cut = self._decode(decoder, writer, records, until_ms)
+                    decode_ms = (time.perf_counter() - t_decode) * 1000
+                    for key in cut:
+                        fetcher.cut(key)
+                        remaining.discard(key)
+                    if records:
+                        self._write(writer, batch, records, meta, decode_ms)
+                        done += len(records)
+                        result.events += len(records)
+                        result.batches += 1
+                remaining -= fetched.finished
+                if on_progress:
+                    on_progress(done if remaining else total, total)
+        finally:
+            fetcher.close()
         result.seconds = time.perf_counter() - t0
         if not remaining:
             with store.transaction() as conn:
