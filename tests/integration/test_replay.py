@@ -43,20 +43,24 @@ def _replay_cli(stack: Settings, target: Path, *args: str) -> subprocess.Complet
 
 #: Columns that record when or in which batch a view row was last touched: they differ
 #: between two states built with different batch boundaries even when the data agree.
-#: A risk score (and the reason that prints it) follows its alerts' severity, which for
-#: a takeover depends a little on which balance the rule saw first (README, views).
-BATCH_COLUMNS = (
-    "updated_batch",
-    "detected_at",
-    "prev_rank",
-    "rank_change",
-    "batch_id",
-    "updated",
-    "risk_score",
-    "reason",
-)
-#: Alerts are compared on what they found (below), not on ids that depend on batching.
-BATCH_TABLES = ("live.fraud_alerts",)
+BATCH_COLUMNS = ("updated_batch", "detected_at", "prev_rank", "rank_change", "batch_id", "updated")
+#: Alerts are findings raised once over the changes seen so far (sql/views/README.md):
+#: a card-present hold deleted in the same batch that inserted it is never seen, one
+#: deleted a batch later may already be evidence; a takeover is judged on the balance
+#: seen. They are compared below on what the batching cannot change, and the risk
+#: scores that follow them are left out.
+BATCH_TABLES = ("live.fraud_alerts", "live.account_risk")
+#: Every alert but takeovers, with its evidence among the transactions that exist.
+FINDINGS = """
+SELECT a.rule, a.account_id, list_sort(list(a.txn_id))::VARCHAR
+FROM (
+    SELECT alert_id, rule, account_id, unnest(evidence_txn_ids) AS txn_id
+    FROM live.fraud_alerts
+    WHERE rule <> 'account_takeover'
+) AS a
+JOIN bank.transactions AS t USING (txn_id)
+GROUP BY a.alert_id, a.rule, a.account_id
+"""
 
 
 def _same_state(a: Path, b: Path) -> None:
@@ -65,14 +69,7 @@ def _same_state(a: Path, b: Path) -> None:
     for path in (a, b):
         conn = duckdb.connect(str(path), read_only=True)
         try:
-            findings.append(
-                sorted(
-                    conn.execute(
-                        "SELECT rule, account_id, list_sort(evidence_txn_ids)::VARCHAR "
-                        "FROM live.fraud_alerts"
-                    ).fetchall()
-                )
-            )
+            findings.append(sorted(conn.execute(FINDINGS).fetchall()))
         finally:
             conn.close()
     assert findings[0] == findings[1]
