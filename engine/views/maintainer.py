@@ -44,6 +44,9 @@ VIEW_FINDINGS: Mapping[str, tuple[str, ...]] = {"fraud_alerts": ("live.fraud_ale
 SCHEMA = "live"
 #: live.progress row holding the last maintained batch.
 _BATCHES = "batches"
+#: A transfer leg whose other leg sits in another partition usually arrives a batch or
+#: two later; one still unbalanced after this many batches is warned about.
+STUCK_AFTER_BATCHES = 20
 
 
 def view_params(settings: Settings) -> dict[str, object]:
@@ -70,6 +73,8 @@ class ViewMaintainer:
         #: Mirror tables some view or check reads.
         self.inputs = tuple(sorted({t for f in self.files for t in f.inputs}))
         self._prepared = False
+        #: Transfers reported as stuck half-written (warned again only when more are).
+        self._stuck_reported = 0
 
     @property
     def files(self) -> list[SqlFile]:
@@ -180,6 +185,7 @@ class ViewMaintainer:
         values = self._values(batch_id, detected_at)
         timings: list[ViewTiming] = []
         violations = 0
+        stuck = None
         try:
             stage_inputs(con, self.inputs, changes)
             rebuild = [f for f in self.files if truncated & set(f.inputs)]
@@ -197,6 +203,11 @@ class ViewMaintainer:
                 timings.append(ViewTiming(f.name, _ms(t0), True))
                 if f.name == "transfer_conservation" and result:
                     violations = int(str(result[0][0]))
+                    stuck = _scalar(
+                        con,
+                        "SELECT count(*) FROM live.unbalanced_transfers WHERE batch_id <= ?",
+                        batch_id - STUCK_AFTER_BATCHES,
+                    )
             new_alerts = _scalar(
                 con, "SELECT count(*) FROM live.fraud_alerts WHERE first_batch = ?", batch_id
             )
@@ -209,12 +220,24 @@ class ViewMaintainer:
         finally:
             drop_inputs(con, self.inputs)
         if violations:
-            log.warning(
+            # Usual while legs in different partitions arrive in different batches.
+            log.debug(
                 "batch %d: %d transfer(s) unbalanced in the bank mirror (one leg missing or "
                 "not offsetting the other); see live.unbalanced_transfers",
                 batch_id,
                 violations,
             )
+        if stuck is not None:
+            if stuck > self._stuck_reported:
+                log.warning(
+                    "batch %d: %d transfer(s) unbalanced in the bank mirror for %d batches or "
+                    "more (a leg missing or not offsetting the other); see "
+                    "live.unbalanced_transfers",
+                    batch_id,
+                    stuck,
+                    STUCK_AFTER_BATCHES,
+                )
+            self._stuck_reported = stuck
         return MaintainStats(
             batch_id,
             True,

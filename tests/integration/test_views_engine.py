@@ -75,7 +75,7 @@ def test_views_follow_a_generated_run(
     wait_topics_quiet(stack, "bank")
 
     target = tmp_path / "replayed.duckdb"
-    with caplog.at_level(logging.WARNING, logger="engine.views.maintainer"):
+    with caplog.at_level(logging.DEBUG, logger="engine.views.maintainer"):
         _replay(stack, target)
     cuts = [
         r.getMessage() for r in caplog.records if "unbalanced in the bank mirror" in r.getMessage()

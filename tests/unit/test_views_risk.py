@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -10,6 +11,7 @@ import pytest
 from test_views_fraud import T0, Bank, payments, s
 
 from engine.views.handbatch import HandBatch
+from engine.views.maintainer import STUCK_AFTER_BATCHES
 
 
 @pytest.fixture
@@ -138,3 +140,27 @@ def test_a_declined_transfer_needs_no_second_leg(bank: Bank) -> None:
         status="declined",
     )
     assert bank.commit(e).conservation_violations == 0
+
+
+def test_only_a_transfer_half_written_for_many_batches_is_warned_about(
+    bank: Bank, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="engine.views.maintainer")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    e = bank.edit()
+    leg(bank, e, 1, 1, 2, "-50.00")  # the other leg comes the next batch: usual
+    bank.commit(e)
+    e = bank.edit()
+    leg(bank, e, 2, 1, 2, "50.00")
+    leg(bank, e, 3, 1, 2, "-70.00")  # this one's other leg never comes
+    bank.commit(e)
+    for _ in range(STUCK_AFTER_BATCHES + 3):
+        tick(bank, T0)
+    stuck = warnings()
+    assert len(stuck) == 1, stuck
+    assert f"1 transfer(s) unbalanced in the bank mirror for {STUCK_AFTER_BATCHES}" in stuck[0]
+    # batch by batch it was reported at debug level only
+    assert any("unbalanced" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
