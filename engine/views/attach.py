@@ -18,7 +18,7 @@ def attach_views(settings: Settings, store: Store, writer: StateWriter) -> Views
     maintainer = ViewMaintainer(settings.views_sql_dir, settings)
     with store.lock:
         maintainer.install(store.connection)
-    # The maintainer itself warns when a batch leaves transfers unbalanced.
+    # The maintainer itself warns about transfers left unbalanced for many batches.
     observer = ViewsObserver(maintainer)
     writer.add_observer(observer)
     return observer
