@@ -27,7 +27,8 @@ from typing import Any
 
 from engine.pipeline.consumer import Member
 from engine.pipeline.decode import Decoder
-from engine.state.model import BatchMetrics, PartitionProgress
+from engine.pipeline.types import raw_lookup
+from engine.state.model import PartitionProgress
 from engine.state.writer import StaleBatch, StateWriter, WriteResult
 
 log = logging.getLogger(__name__)
@@ -168,35 +169,14 @@ class Lane:
         progress = tuple(
             replace(p, end_offset=item.ends.get((p.topic, p.partition))) for p in batch.progress
         )
-        index: dict[tuple[str, int, int], Any] = {}
-
-        def raw(topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
-            if not index:
-                index.update({(r.topic, r.partition, r.offset): r for r in records})
-            rec = index[(topic, partition, offset)]
-            return rec.key, rec.value
-
-        base = BatchMetrics(
-            member=self.member.name,
-            records=batch.records,
-            bytes=batch.bytes,
-            tombstones=batch.tombstones,
-            skipped=batch.skipped,
-            dead_letters=0,
-            upserts=0,
-            deletes=0,
-            decode_ms=decode_ms,
-            fold_ms=0.0,
-            newest_source_ts_ms=batch.newest_source_ts_ms,
-        )
         try:
             result = self.writer.write(
                 member=self.member.name,
                 tables=batch.tables,
                 dead_letters=batch.dead_letters,
                 progress=progress,
-                metrics_base=base,
-                raw=raw,
+                metrics_base=batch.metrics_base(self.member.name, decode_ms),
+                raw=raw_lookup(records),
             )
         except StaleBatch as stale:
             log.warning(

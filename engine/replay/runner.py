@@ -26,12 +26,12 @@ from engine.errors import ReplayError
 from engine.pipeline.consumer import open_consumer
 from engine.pipeline.decode import Decoder
 from engine.pipeline.topics import Subscription
-from engine.pipeline.types import DecodedBatch
+from engine.pipeline.types import DecodedBatch, raw_lookup
 from engine.replay import meta as replay_meta
 from engine.replay.bounds import StartSpec, UntilSpec, resolve
 from engine.replay.fetch import Fetcher
 from engine.replay.meta import REPLAY_GROUP, ReplayMeta
-from engine.state.model import OFFSET, PARTITION, SOURCE_TS_MS, BatchMetrics
+from engine.state.model import OFFSET, PARTITION, SOURCE_TS_MS
 from engine.state.store import Store
 from engine.state.writer import StateWriter
 from engine.views.attach import attach_views
@@ -256,31 +256,13 @@ class Replay:
             replace(p, end_offset=meta.end_offsets.get((p.topic, p.partition)))
             for p in batch.progress
         )
-        index = {(r.topic, r.partition, r.offset): r for r in records}
-
-        def raw(topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
-            rec = index[(topic, partition, offset)]
-            return rec.key, rec.value
-
         writer.write(
             member="replay",
             tables=batch.tables,
             dead_letters=batch.dead_letters,
             progress=progress,
-            metrics_base=BatchMetrics(
-                member="replay",
-                records=batch.records,
-                bytes=batch.bytes,
-                tombstones=batch.tombstones,
-                skipped=batch.skipped,
-                dead_letters=0,
-                upserts=0,
-                deletes=0,
-                decode_ms=decode_ms,
-                fold_ms=0.0,
-                newest_source_ts_ms=batch.newest_source_ts_ms,
-            ),
-            raw=raw,
+            metrics_base=batch.metrics_base("replay", decode_ms),
+            raw=raw_lookup(records),
         )
 
 

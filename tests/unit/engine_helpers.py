@@ -7,8 +7,7 @@ from typing import Any
 
 from engine.config import PACKAGE_PROJECT_DIR
 from engine.pipeline.decode import Decoder
-from engine.pipeline.types import DecodedBatch, RawRecord
-from engine.state.model import BatchMetrics
+from engine.pipeline.types import DecodedBatch, RawRecord, raw_lookup
 from engine.state.store import Store
 from engine.state.writer import StateWriter, WriteResult
 
@@ -26,26 +25,13 @@ def fold(
 ) -> tuple[DecodedBatch, WriteResult]:
     decoder = decoder or Decoder()
     batch = decoder.decode(records, writer.known_schemas())
-    raw = {(r.topic, r.partition, r.offset): (r.key, r.value) for r in records}
     result = writer.write(
         member="test",
         tables=batch.tables,
         dead_letters=batch.dead_letters,
         progress=batch.progress,
-        metrics_base=BatchMetrics(
-            member="test",
-            records=batch.records,
-            bytes=batch.bytes,
-            tombstones=batch.tombstones,
-            skipped=batch.skipped,
-            dead_letters=0,
-            upserts=0,
-            deletes=0,
-            decode_ms=0.0,
-            fold_ms=0.0,
-            newest_source_ts_ms=batch.newest_source_ts_ms,
-        ),
-        raw=lambda t, p, o: raw[(t, p, o)],
+        metrics_base=batch.metrics_base("test", 0.0),
+        raw=raw_lookup(records),
     )
     return batch, result
 
