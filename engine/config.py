@@ -295,6 +295,15 @@ class Settings:
             f"password={self.pg_password} dbname={db} connect_timeout=3"
         )
 
+    def child_env(self, *names: str) -> dict[str, str]:
+        """This process's environment plus these settings as `CHANGEFOLD_*` variables, for
+        a child process that must use the same home and servers (always passed) and
+        the fields named in `names`."""
+        env = dict(os.environ)
+        for name in (*_SHARED_WITH_CHILDREN, *names):
+            env[_env_name(name)] = str(getattr(self, name))
+        return env
+
     def connector_env(self) -> dict[str, str]:
         """Variables that connectors/*.json reference as ${env:NAME}.
 
@@ -310,6 +319,13 @@ class Settings:
             _env_name("topic_partitions"): str(self.topic_partitions),
             _env_name("topic_replication_factor"): "1",
         }
+
+
+#: Settings every child process gets from its parent: where the stack lives and runs.
+_SHARED_WITH_CHILDREN = (
+    "home", "pg_host", "pg_port", "kafka_host", "kafka_port", "kafka_controller_port",
+    "connect_port",
+)  # fmt: skip
 
 
 def _env_name(field_name: str) -> str:

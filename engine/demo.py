@@ -161,23 +161,11 @@ def children(settings: Settings, options: DemoOptions) -> list[Child]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """The demo's environment with the settings the children must share made explicit."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHANGEFOLD_HOME": str(settings.stack_home),
-            "CHANGEFOLD_PROJECT_DIR": str(settings.project_dir),
-            "CHANGEFOLD_PG_HOST": settings.pg_host,
-            "CHANGEFOLD_PG_PORT": str(settings.pg_port),
-            "CHANGEFOLD_KAFKA_PORT": str(settings.kafka_port),
-            "CHANGEFOLD_CONNECT_PORT": str(settings.connect_port),
-            "CHANGEFOLD_API_HOST": settings.api_host,
-            "CHANGEFOLD_API_PORT": str(settings.api_port),
-            "CHANGEFOLD_STATE_PATH": str(settings.state_file),
-            "CHANGEFOLD_DASHBOARD_PORT": str(settings.dashboard_port),
-            "CHANGEFOLD_LEADERBOARD_WINDOW_MIN": str(settings.leaderboard_window_min),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = settings.child_env(
+        "project_dir", "api_host", "api_port", "state_path", "dashboard_port",
+        "leaderboard_window_min",
+    )  # fmt: skip
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 

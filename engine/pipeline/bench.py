@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -161,8 +160,7 @@ def engine_replay(settings: Settings, topics: Sequence[str], commit: str, echo: 
     workdir = Path(tempfile.mkdtemp(prefix="changefold-bench-"))
     state = workdir / "state.duckdb"
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ)
-    env["CHANGEFOLD_KAFKA_PORT"] = str(settings.kafka_port)
+    env = settings.child_env()
     cmd = [
         sys.executable,
         "-m",

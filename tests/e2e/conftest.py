@@ -65,18 +65,7 @@ def demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     and leave the stack running, as it found it."""
     api_port, dashboard_port = free_ports(2)
     settings = stack.with_(api_port=api_port, dashboard_port=dashboard_port)
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHANGEFOLD_HOME": str(settings.stack_home),
-            "CHANGEFOLD_PG_PORT": str(settings.pg_port),
-            "CHANGEFOLD_KAFKA_PORT": str(settings.kafka_port),
-            "CHANGEFOLD_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-            "CHANGEFOLD_CONNECT_PORT": str(settings.connect_port),
-            "CHANGEFOLD_API_PORT": str(api_port),
-            "CHANGEFOLD_DASHBOARD_PORT": str(dashboard_port),
-        }
-    )
+    env = settings.child_env("api_port", "dashboard_port")
     output = tmp_path_factory.mktemp("demo") / "demo.out"
     with output.open("wb") as out:
         proc = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -42,17 +41,8 @@ def wait_for(
 
 
 def engine_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHANGEFOLD_HOME": str(settings.stack_home),
-            "CHANGEFOLD_PG_PORT": str(settings.pg_port),
-            "CHANGEFOLD_KAFKA_PORT": str(settings.kafka_port),
-            "CHANGEFOLD_KAFKA_CONTROLLER_PORT": str(settings.kafka_controller_port),
-            "CHANGEFOLD_CONNECT_PORT": str(settings.connect_port),
-            "CHANGEFOLD_CONSUMER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
-        }
-    )
+    env = settings.child_env()
+    env["CHANGEFOLD_CONSUMER_SESSION_TIMEOUT_MS"] = str(SESSION_TIMEOUT_MS)
     env.update(extra)
     return env
 
