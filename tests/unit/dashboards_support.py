@@ -199,3 +199,14 @@ def assert_no_exception(at: AppTest) -> None:
 def texts(elements: object) -> list[str]:
     """The values of a list of text elements (errors, captions, markdown, ...)."""
     return [str(e.value) for e in elements]  # type: ignore[attr-defined]
+
+
+def frame_with(at: Any, column: str) -> Any:
+    """The page's table that has `column` (pandas, as AppTest gives it)."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, f"{len(found)} tables with a {column!r} column"
+    return found[0]
+
+
+def metric(at: Any, label: str) -> str:
+    return next(str(m.value) for m in at.metric if m.label == label)

@@ -4,19 +4,11 @@ answers and failures (a real query API; Connect and Postgres not running)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
 import pytest
-from dashboards_support import Served, data, export, nothing_up, serving
-
-
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    with serving(tmp_path, monkeypatch) as s:
-        yield s
+from dashboards_support import Served, data, export, nothing_up
 
 
 @pytest.fixture

@@ -2,29 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-from dashboards_support import Served, nothing_up, open_page, serving, texts
-
-
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    with serving(tmp_path, monkeypatch) as s:
-        yield s
-
-
-def frame_with(at: Any, column: str) -> Any:
-    """The page's table that has `column` (pandas, as AppTest gives it)."""
-    found = [d.value for d in at.dataframe if column in d.value.columns]
-    assert len(found) == 1, f"{len(found)} tables with a {column!r} column"
-    return found[0]
-
-
-def metric(at: Any, label: str) -> str:
-    return next(str(m.value) for m in at.metric if m.label == label)
+from dashboards_support import Served, frame_with, metric, nothing_up, open_page, texts
 
 
 def test_alert_feed_flagged_accounts_and_counts(served: Served) -> None:

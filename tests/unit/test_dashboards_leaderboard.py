@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from dashboards_support import Served, data, nothing_up, open_page, queries, serving, texts
+from dashboards_support import Served, data, nothing_up, open_page, queries, texts
 
 BOARD_ORDER = "ORDER BY rank, total_points DESC, player_id"
-
-
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    with serving(tmp_path, monkeypatch) as s:
-        yield s
 
 
 def shown(at: object) -> list[tuple[object, ...]]:

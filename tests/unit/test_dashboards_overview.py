@@ -3,22 +3,8 @@ controls, sources' status and headline figures; with the API up and down."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-from dashboards_support import Served, nothing_up, open_page, serving, texts
-
-
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    with serving(tmp_path, monkeypatch) as s:
-        yield s
-
-
-def metric(at: Any, label: str) -> str:
-    return next(str(m.value) for m in at.metric if m.label == label)
+from dashboards_support import Served, metric, nothing_up, open_page, texts
 
 
 def test_status_and_headlines_with_the_stack_down(served: Served) -> None:

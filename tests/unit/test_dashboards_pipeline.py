@@ -4,28 +4,17 @@ and with nothing up."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from dashboards_support import TOPICS, Served, nothing_up, open_page, serving, texts
-
-
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    with serving(tmp_path, monkeypatch) as s:
-        yield s
-
-
-def frame_with(at: Any, column: str) -> Any:
-    found = [d.value for d in at.dataframe if column in d.value.columns]
-    assert len(found) == 1, f"{len(found)} tables with a {column!r} column"
-    return found[0]
-
-
-def metric(at: Any, label: str) -> str:
-    return next(str(m.value) for m in at.metric if m.label == label)
+from dashboards_support import (
+    TOPICS,
+    Served,
+    frame_with,
+    metric,
+    nothing_up,
+    open_page,
+    texts,
+)
 
 
 def test_partitions_batches_members_dead_letters_and_versions(served: Served) -> None:

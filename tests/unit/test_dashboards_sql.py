@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from dashboards_support import Served, nothing_up, open_page, queries, serving, texts
-
-
-@pytest.fixture
-def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
-    with serving(tmp_path, monkeypatch) as s:
-        yield s
+from dashboards_support import Served, nothing_up, open_page, queries, texts
 
 
 def run_sql(at: Any, sql: str) -> Any:
