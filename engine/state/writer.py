@@ -165,19 +165,19 @@ class StateWriter:
                 # Not about a row (disk, memory, a bug): dead-lettering the batch would lose
                 # it. Stop instead; nothing was committed and a restart retries the batch.
                 self.catalog.reset()
-                raise StateError(
-                    f"cannot write the batch of {_describe(progress)} to the state file "
-                    f"{self.store.path}: {exc}"
-                ) from exc
+                raise self._cannot_write(progress, exc) from exc
             try:
                 good, refused = self._isolate(tables, raw)
                 return self._write(member, good, [*dead_letters, *refused], progress, metrics_base)
             except duckdb.Error as exc:
                 self.catalog.reset()
-                raise StateError(
-                    f"cannot write the batch of {_describe(progress)} to the state file "
-                    f"{self.store.path}: {exc}"
-                ) from exc
+                raise self._cannot_write(progress, exc) from exc
+
+    def _cannot_write(self, progress: Sequence[PartitionProgress], exc: duckdb.Error) -> StateError:
+        return StateError(
+            f"cannot write the batch of {_describe(progress)} to the state file "
+            f"{self.store.path}: {exc}"
+        )
 
     def _write(
         self,
