@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from engine.config import Settings
 from engine.pipeline import bench
@@ -38,28 +38,20 @@ from engine.pipeline.topics import subscription
 _REPLAYED = re.compile(r"(\d+) events in (\d+) batches, ([\d.]+) s")
 
 
-def topic_events(settings: Settings) -> tuple[list[str], int]:
-    """The connectors' table topics and the records they hold (end minus start offsets)."""
-    pattern = subscription((), settings.connectors_dir).pattern
-    assert pattern is not None
-    consumer = open_consumer(settings, "changefold-bench-replay", group_id=None)
-    try:
-        topics = sorted(t for t in consumer.topics() if re.match(pattern, t))
-        parts = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        ends = consumer.end_offsets(parts)
-        starts = consumer.beginning_offsets(parts)
-        return topics, sum(ends[tp] - starts[tp] for tp in parts)
-    finally:
-        consumer.close()
+def topic_events(consumer: KafkaConsumer, pattern: str) -> tuple[list[str], int]:
+    """The table topics matching `pattern` and the records they hold (end minus start)."""
+    topics = sorted(t for t in consumer.topics() if re.match(pattern, t))
+    parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+    ends = consumer.end_offsets(parts)
+    starts = consumer.beginning_offsets(parts)
+    return topics, sum(ends[tp] - starts[tp] for tp in parts)
 
 
-def wait_quiet(settings: Settings, quiet_s: float = 5.0) -> int:
+def wait_quiet(consumer: KafkaConsumer, pattern: str, quiet_s: float = 5.0) -> int:
     """Wait until no topic grows for `quiet_s` (Debezium caught up); the records then held."""
     last, since = -1, time.monotonic()
     while True:
-        _, held = topic_events(settings)
+        _, held = topic_events(consumer, pattern)
         if held != last:
             last, since = held, time.monotonic()
             print(f"  topics hold {held:,} records", flush=True)
@@ -101,12 +93,18 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
     args = parser.parse_args()
     settings = Settings()
-
-    topics, held = topic_events(settings)
-    while held < args.events:
-        generate(args.events - held, args.rate, args.seed)
-        args.seed += 1
-        held = wait_quiet(settings)
+    pattern = subscription((), settings.connectors_dir).pattern
+    assert pattern is not None
+    consumer = open_consumer(settings, "changefold-bench-replay", group_id=None)
+    try:
+        _, held = topic_events(consumer, pattern)
+        while held < args.events:
+            generate(args.events - held, args.rate, args.seed)
+            args.seed += 1
+            held = wait_quiet(consumer, pattern)
+        topics, held = topic_events(consumer, pattern)
+    finally:
+        consumer.close()
     print(f"{len(topics)} topics hold {held:,} records")
 
     workdir = Path(tempfile.mkdtemp(prefix="changefold-bench-replay-"))
