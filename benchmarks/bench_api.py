@@ -47,7 +47,7 @@ def engine(path: str, rate: float, duration: float, players: int, pipe: Connecti
     import numpy as np
     import polars as pl
 
-    from engine.config import Settings
+    from engine.core.config import Settings
     from engine.serve import StateReader, start_api
     from engine.state.store import Store
 

@@ -19,11 +19,11 @@ import uuid
 import psycopg
 from psycopg import sql
 
-from engine.config import Settings
-from engine.errors import ChangefoldError
-from engine.workload.domains import DOMAINS
-from engine.workload.plan import PlanConfig
-from engine.workload.runner import WorkloadOptions, run_workload
+from engine.core.config import Settings
+from engine.core.errors import ChangefoldError
+from engine.lab.workload.domains import DOMAINS
+from engine.lab.workload.plan import PlanConfig
+from engine.lab.workload.runner import WorkloadOptions, run_workload
 
 
 def scratch_database(settings: Settings) -> Settings:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from engine.config import Settings
-from engine.pipeline import bench
-from engine.pipeline.consumer import open_consumer
-from engine.pipeline.topics import subscription
+from engine.core.config import Settings
+from engine.ingest.kafka_group import open_consumer
+from engine.ingest.topics import subscription
+from engine.lab import bench
 
 _REPLAYED = re.compile(r"(\d+) events in (\d+) batches, ([\d.]+) s")
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import duckdb
 
-from engine.config import Settings
+from engine.core.config import Settings
+from engine.lab.views.handbatch import rows_of
 from engine.views import TableChanges, ViewMaintainer
-from engine.views.handbatch import rows_of
 
 #: Transactions per account and day (a busy retail bank: cards, cash, transfers).
 PER_ACCOUNT_DAY = 4.0

@@ -31,7 +31,7 @@ import httpx
 import polars as pl
 import pyarrow as pa
 
-#: Defaults, the same as the engine's (engine/config.py).
+#: Defaults, the same as the engine's (engine/core/config.py).
 DEFAULT_API_PORT = 58000
 DEFAULT_CONNECT_PORT = 58083
 DEFAULT_PG = {"host": "127.0.0.1", "port": "55432", "user": "changefold", "dbname": "changefold"}

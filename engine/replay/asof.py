@@ -14,9 +14,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.config import Settings
-from engine.errors import ReplayError
-from engine.pipeline.topics import subscription
+from engine.core.config import Settings
+from engine.core.errors import ReplayError
+from engine.ingest.topics import subscription
 from engine.replay.bounds import StartSpec, parse_until
 from engine.replay.runner import Replay
 

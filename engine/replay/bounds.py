@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from engine.errors import ReplayError
+from engine.core.errors import ReplayError
 
 Offsets = dict[tuple[str, int], int]
 

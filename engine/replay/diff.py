@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from engine.errors import ReplayError
+from engine.core.errors import ReplayError
 from engine.state.sqlident import INTERNAL_SCHEMA, quote
 
 SAMPLE = 5

@@ -21,20 +21,20 @@ import duckdb
 import polars as pl
 from kafka import KafkaConsumer, TopicPartition
 
-from engine.config import Settings
-from engine.errors import ReplayError
-from engine.pipeline.consumer import open_consumer
-from engine.pipeline.decode import Decoder
-from engine.pipeline.topics import Subscription
-from engine.pipeline.types import DecodedBatch, raw_lookup
+from engine.app.wiring import attach_views
+from engine.core.config import Settings
+from engine.core.errors import ReplayError
+from engine.decode.decoder import Decoder
+from engine.decode.model import OFFSET, PARTITION, SOURCE_TS_MS
+from engine.decode.records import DecodedBatch, raw_lookup
+from engine.ingest.kafka_group import open_consumer
+from engine.ingest.kafka_ranges import Fetcher
+from engine.ingest.topics import Subscription
 from engine.replay import meta as replay_meta
 from engine.replay.bounds import StartSpec, UntilSpec, resolve
-from engine.replay.fetch import Fetcher
 from engine.replay.meta import REPLAY_GROUP, ReplayMeta
-from engine.state.model import OFFSET, PARTITION, SOURCE_TS_MS
 from engine.state.store import Store
 from engine.state.writer import StateWriter
-from engine.views.attach import attach_views
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from engine import __version__
-from engine.config import Settings
-from engine.errors import ApiError, QueryError
+from engine.core.config import Settings
+from engine.core.errors import ApiError, QueryError
 from engine.serve import formats, metrics, prom
 from engine.serve.query import run_query
 from engine.serve.reader import StateReader

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from engine.errors import ApiError, QueryError
+from engine.core.errors import ApiError, QueryError
 
 
 class ApiClient:

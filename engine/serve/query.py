@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from engine.errors import QueryError
+from engine.core.errors import QueryError
 from engine.serve.reader import StateReader
 from engine.serve.safety import checked_statement
 from engine.serve.timeouts import Deadline

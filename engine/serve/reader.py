@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from engine.errors import ApiError, StateLockedError
+from engine.core.errors import ApiError, StateLockedError
 
 if TYPE_CHECKING:
     from engine.state.store import Store

@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 
-from engine.errors import QueryError
+from engine.core.errors import QueryError
 
 _ST = duckdb.StatementType
 

@@ -24,8 +24,8 @@ from types import TracebackType
 
 import uvicorn
 
-from engine.config import Settings
-from engine.errors import ApiError
+from engine.core.config import Settings
+from engine.core.errors import ApiError
 from engine.serve.app import ApiOptions, build_app
 from engine.serve.reader import StateReader
 

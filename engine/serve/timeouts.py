@@ -11,7 +11,7 @@ from types import TracebackType
 
 import duckdb
 
-from engine.errors import QueryError
+from engine.core.errors import QueryError
 
 
 class Deadline:

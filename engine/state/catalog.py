@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 import duckdb
 
-from engine.errors import StateError
-from engine.state.model import ColumnSpec, MirrorName, SchemaSeen, TableSchema
+from engine.core.errors import StateError
+from engine.decode.model import ColumnSpec, MirrorName, SchemaSeen, TableSchema
 from engine.state.sqlident import INTERNAL_SCHEMA, qualified, quote
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from engine.state.model import ABSENT_PREFIX, LSN, OFFSET, OP, PARTITION, TableChanges, absent_flag
+from engine.decode.model import ABSENT_PREFIX, LSN, OFFSET, OP, PARTITION, TableChanges, absent_flag
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
-from engine.state.model import DeadLetter
+from engine.decode.model import DeadLetter
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 _TABLE = f"{INTERNAL_SCHEMA}.dead_letters"

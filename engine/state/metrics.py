@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from engine.state.model import BatchMetrics, PartitionProgress
+from engine.decode.model import BatchMetrics, PartitionProgress
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 _BATCHES = f"{INTERNAL_SCHEMA}.batches"

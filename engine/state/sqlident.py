@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.state.model import MirrorName
+from engine.decode.model import MirrorName
 
 #: Schema of the engine's own tables (offsets, dead letters, schema versions, metrics).
 INTERNAL_SCHEMA = "_changefold"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.errors import StateError, StateLockedError
+from engine.core.errors import StateError, StateLockedError
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 log = logging.getLogger(__name__)

@@ -14,11 +14,8 @@ from dataclasses import dataclass, replace
 
 import duckdb
 
-from engine.errors import StateError
-from engine.state import assignments, deadletters, metrics, offsets
-from engine.state.catalog import Catalog, latest_schemas
-from engine.state.fold import apply_changes
-from engine.state.model import (
+from engine.core.errors import StateError
+from engine.decode.model import (
     OFFSET,
     PARTITION,
     BatchMetrics,
@@ -28,6 +25,9 @@ from engine.state.model import (
     TableChanges,
     TableSchema,
 )
+from engine.state import assignments, deadletters, metrics, offsets
+from engine.state.catalog import Catalog, latest_schemas
+from engine.state.fold import apply_changes
 from engine.state.store import Store
 
 log = logging.getLogger(__name__)

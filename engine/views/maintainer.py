@@ -21,8 +21,8 @@ from pathlib import Path
 
 import duckdb
 
-from engine.config import Settings
-from engine.errors import ViewError
+from engine.core.config import Settings
+from engine.core.errors import ViewError
 from engine.views.contract import MaintainStats, TableChanges, ViewTiming
 from engine.views.inputs import drop_inputs, mirror_exists, stage_inputs
 from engine.views.sqlfiles import SqlFile, duckdb_message, load_dir, order_views

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from engine.errors import ViewError
+from engine.core.errors import ViewError
 from engine.state.sqlident import quote
 
 __all__ = ["SqlFile", "load_dir", "load_file", "order_views", "quote", "quote_table"]

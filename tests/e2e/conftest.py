@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.config import Settings
-from engine.stack.supervisor import Stack
+from engine.core.config import Settings
+from engine.lab.stack.supervisor import Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from e2e_support import CHROMIUM, CHROMIUM_ARGS, DemoRun, wait_for

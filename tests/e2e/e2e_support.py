@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import Settings
+from engine.core.config import Settings
 
 CHROMIUM = Path(os.environ.get("CHANGEFOLD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from support import free_ports
 
-from engine.config import Settings
-from engine.stack.supervisor import Stack
+from engine.core.config import Settings
+from engine.lab.stack.supervisor import Stack
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ import duckdb
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
-from engine.config import Settings
-from engine.workload.runner import WorkloadOptions, run_workload
+from engine.core.config import Settings
+from engine.lab.workload.runner import WorkloadOptions, run_workload
 
 #: The broker's minimum: a killed engine's partitions move after this long.
 SESSION_TIMEOUT_MS = 6000

@@ -12,7 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from engine.config import Settings
+from engine.core.config import Settings
 
 
 def free_ports(n: int) -> list[int]:

@@ -23,7 +23,7 @@ from engine_support import (
 )
 from support import unique
 
-from engine.config import Settings
+from engine.core.config import Settings
 
 KILLS = 10
 

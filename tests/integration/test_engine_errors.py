@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from support import free_ports, unique
 
-from engine.config import PACKAGE_PROJECT_DIR, Settings
+from engine.core.config import PACKAGE_PROJECT_DIR, Settings
 
 FIXTURE = PACKAGE_PROJECT_DIR / "tests" / "fixtures" / "lab_precise.jsonl"
 

@@ -19,9 +19,9 @@ from engine_support import (
 )
 from support import unique
 
-from engine.config import Settings
-from engine.pipeline.runner import Runner
-from engine.pipeline.topics import subscription
+from engine.core.config import Settings
+from engine.ingest.runner import Runner
+from engine.ingest.topics import subscription
 from engine.state.store import Store
 
 

@@ -16,9 +16,9 @@ import pytest
 from engine_support import EngineProcess, engine_env, wait_topics_quiet, workload
 from support import unique
 
-from engine.config import Settings
-from engine.errors import ReplayError
-from engine.pipeline.topics import subscription
+from engine.core.config import Settings
+from engine.core.errors import ReplayError
+from engine.ingest.topics import subscription
 from engine.replay.bounds import StartSpec, UntilSpec
 from engine.replay.diff import StateDiff, diff_states
 from engine.replay.runner import Replay

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from support import Event, free_ports, read_until, unique
 
-from engine.config import Settings
-from engine.errors import StackError
-from engine.stack.connect import Connect, ConnectorSpec, load_connector_specs
-from engine.stack.supervisor import Stack
+from engine.core.config import Settings
+from engine.core.errors import StackError
+from engine.lab.stack.connect import Connect, ConnectorSpec, load_connector_specs
+from engine.lab.stack.supervisor import Stack
 
 PLAYERS_TOPIC = "arcade.arcade.players"
 

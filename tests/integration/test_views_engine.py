@@ -15,16 +15,16 @@ import pytest
 from click.testing import CliRunner
 from engine_support import engine_env, wait_topics_quiet
 
-from engine.cli import main
-from engine.config import Settings
-from engine.pipeline.topics import subscription
+from engine.app.cli import main
+from engine.core.config import Settings
+from engine.ingest.topics import subscription
+from engine.lab.views.evaluate import Case, evaluate, format_report
+from engine.lab.views.scratch import differences
+from engine.lab.views.simulate import read_alerts
+from engine.lab.workload.runner import RunSummary, WorkloadOptions, run_workload
 from engine.replay.bounds import StartSpec, UntilSpec
 from engine.replay.runner import Replay
 from engine.views import ViewMaintainer
-from engine.views.evaluate import Case, evaluate, format_report
-from engine.views.scratch import differences
-from engine.views.simulate import read_alerts
-from engine.workload.runner import RunSummary, WorkloadOptions, run_workload
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 from support import Event, read_until
 
-from engine.config import Settings
-from engine.workload.domains import get_domain
-from engine.workload.runner import RunSummary, WorkloadOptions, run_workload
+from engine.core.config import Settings
+from engine.lab.workload.domains import get_domain
+from engine.lab.workload.runner import RunSummary, WorkloadOptions, run_workload
 
 _OPS = {"insert": "c", "update": "u", "delete": "d"}
 

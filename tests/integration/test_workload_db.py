@@ -19,14 +19,14 @@ import pytest
 from psycopg import sql
 from support import unique
 
-from engine.config import Settings
-from engine.errors import WorkloadError
-from engine.workload import arcade_sql
-from engine.workload.bank import BankPlanner
-from engine.workload.fraud import SCENARIOS
-from engine.workload.plan import EPOCH_US, PgTxn, PlanConfig
-from engine.workload.runner import WorkloadOptions, run_workload
-from engine.workload.writer import Tally, Writer
+from engine.core.config import Settings
+from engine.core.errors import WorkloadError
+from engine.lab.workload import arcade_sql
+from engine.lab.workload.bank import BankPlanner
+from engine.lab.workload.fraud import SCENARIOS
+from engine.lab.workload.plan import EPOCH_US, PgTxn, PlanConfig
+from engine.lab.workload.runner import WorkloadOptions, run_workload
+from engine.lab.workload.writer import Tally, Writer
 
 BANK_TABLES = ("customers", "accounts", "merchants", "devices", "transactions", "fraud_truth")
 ARCADE_TABLES = ("players", "matches", "scores")

@@ -1,7 +1,7 @@
 """A state file for the dashboard tests, served by a real query API in this process.
 
 The views' rows come from the generators' own plans folded through the real view
-SQL (engine.views.simulate, no servers): a small arcade season and a bank run with
+SQL (engine.lab.views.simulate, no servers): a small arcade season and a bank run with
 a high fraud rate, so every page has real content. The engine's internal tables get
 batch figures, partitions, assignments, a dead letter and schema versions as the
 engine writes them.
@@ -27,12 +27,12 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.config import PACKAGE_PROJECT_DIR, Settings
+from engine.core.config import PACKAGE_PROJECT_DIR, Settings
+from engine.lab.views.simulate import run_plan
+from engine.lab.workload.plan import PlanConfig
 from engine.serve import ApiHandle, StateReader, start_api
 from engine.state.store import Store
 from engine.views.maintainer import ViewMaintainer
-from engine.views.simulate import run_plan
-from engine.workload.plan import PlanConfig
 
 DASHBOARDS = PACKAGE_PROJECT_DIR / "dashboards"
 APP = DASHBOARDS / "app.py"

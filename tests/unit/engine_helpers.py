@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from engine.config import PACKAGE_PROJECT_DIR
-from engine.pipeline.decode import Decoder
-from engine.pipeline.types import DecodedBatch, RawRecord, raw_lookup
+from engine.core.config import PACKAGE_PROJECT_DIR
+from engine.decode.decoder import Decoder
+from engine.decode.records import DecodedBatch, RawRecord, raw_lookup
 from engine.state.store import Store
 from engine.state.writer import StateWriter, WriteResult
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.pipeline.types import RawRecord
+from engine.decode.records import RawRecord
 
 
 def field(

@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from engine.config import Settings
+from engine.core.config import Settings
 from engine.state.store import Store
 
 TOPIC = "bank.public.accounts"

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.config import Settings
+from engine.core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Settings
-from engine.errors import ConfigError
+from engine.core.config import Settings
+from engine.core.errors import ConfigError
 
 
 def test_defaults_avoid_the_standard_ports() -> None:

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from engine.config import Settings
-from engine.errors import StackError
-from engine.stack.connect import load_connector_specs
+from engine.core.config import Settings
+from engine.core.errors import StackError
+from engine.lab.stack.connect import load_connector_specs
 
 SETTINGS = Settings.from_env({})
 SPECS = load_connector_specs(SETTINGS)

@@ -15,10 +15,10 @@ import polars as pl
 import pytest
 from envelopes import Table, decimal_b64, field
 
-from engine.pipeline.convert import TOAST_PLACEHOLDER
-from engine.pipeline.decode import Decoder
-from engine.pipeline.types import RawRecord
-from engine.state.model import OP, absent_flag
+from engine.decode.convert import TOAST_PLACEHOLDER
+from engine.decode.decoder import Decoder
+from engine.decode.model import OP, absent_flag
+from engine.decode.records import RawRecord
 
 TOPIC = "lab.lab.things"
 KEY = [field("int64", "id", optional=False)]

@@ -17,9 +17,9 @@ from decimal import Decimal
 import pytest
 from engine_helpers import fold, load_fixture, memory_writer, rows
 
-from engine.pipeline.decode import Decoder
-from engine.pipeline.types import RawRecord
-from engine.state.model import MirrorName
+from engine.decode.decoder import Decoder
+from engine.decode.model import MirrorName
+from engine.decode.records import RawRecord
 
 COLUMNS = (
     "id, small, num, big, real_v, dbl, amount, anynum, flag, d, t, t3, ttz, ts, ts3, tstz, iv, "

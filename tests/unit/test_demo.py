@@ -15,10 +15,10 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.config import Settings
-from engine.demo import Child, Demo, DemoOptions, child_env, children, died
-from engine.errors import DemoError
+from engine.app.cli import main
+from engine.app.commands.demo import Child, Demo, DemoOptions, child_env, children, died
+from engine.core.config import Settings
+from engine.core.errors import DemoError
 
 
 def free_port() -> int:

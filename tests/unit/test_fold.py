@@ -8,9 +8,9 @@ import pytest
 from engine_helpers import fold, memory_writer, rows
 from envelopes import Table, decimal_b64, field
 
-from engine.pipeline.convert import TOAST_PLACEHOLDER
+from engine.decode.convert import TOAST_PLACEHOLDER
+from engine.decode.model import BatchMetrics
 from engine.state import metrics
-from engine.state.model import BatchMetrics
 from engine.state.writer import StaleBatch
 
 TOPIC = "lab.lab.accounts"
@@ -288,7 +288,7 @@ def test_an_error_not_caused_by_a_row_stops_instead_of_dead_lettering(
 ) -> None:
     import duckdb
 
-    from engine.errors import StateError
+    from engine.core.errors import StateError
     from engine.state import writer as writer_module
 
     writer = memory_writer()

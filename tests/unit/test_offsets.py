@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from engine_helpers import memory_writer
 
+from engine.decode.model import PartitionProgress
 from engine.state import offsets
-from engine.state.model import PartitionProgress
 
 
 def _progress(topic: str, partition: int, first: int, nxt: int) -> PartitionProgress:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.stack.process import ManagedProcess, wait_until
+from engine.lab.stack.process import ManagedProcess, wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)", "changefold-test-marker"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ReplayError
+from engine.core.errors import ReplayError
 from engine.replay.bounds import load_offsets_file, parse_start, parse_until
 from engine.replay.meta import ReplayMeta
 

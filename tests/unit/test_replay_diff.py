@@ -8,8 +8,8 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.errors import ReplayError
+from engine.app.cli import main
+from engine.core.errors import ReplayError
 from engine.replay.diff import diff_states
 
 

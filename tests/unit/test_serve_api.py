@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 from serve_support import build_state, fingerprint, fold_batches, settings_for
 
-from engine.config import Settings
+from engine.core.config import Settings
 from engine.serve import ApiHandle, StateReader, start_api
 
 
@@ -350,7 +350,7 @@ def test_metrics_without_engine_tables_report_what_exists(tmp_path: Path) -> Non
 
 
 def test_busy_port_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
-    from engine.errors import ApiError
+    from engine.core.errors import ApiError
 
     other = duckdb.connect()
     with pytest.raises(ApiError, match="CHANGEFOLD_API_PORT"):

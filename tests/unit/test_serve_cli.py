@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from serve_support import build_state, free_port, settings_for
 
-from engine.cli import main
+from engine.app.cli import main
 from engine.serve import StateReader, start_api
 
 ACCOUNTS = "SELECT id, owner, balance FROM bank.accounts ORDER BY id LIMIT 3"

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from serve_support import build_state
 
-from engine.errors import ApiError, StateLockedError
+from engine.core.errors import ApiError, StateLockedError
 from engine.serve.reader import StateReader
 
 

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from engine.errors import QueryError
+from engine.core.errors import QueryError
 from engine.serve.formats import iso_duration, jsonable, portable
 from engine.serve.safety import checked_statement
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConfigError
-from engine.pipeline.envelope import mirror_of, topic_kind
-from engine.pipeline.topics import subscription
+from engine.core.errors import ConfigError
+from engine.decode.envelope import mirror_of, topic_kind
+from engine.ingest.topics import subscription
 
 
 def test_default_pattern_covers_table_topics_of_the_connector_prefixes(tmp_path: Path) -> None:

@@ -9,12 +9,12 @@ import duckdb
 import pytest
 from test_views_fraud import T0, Bank, payments
 
-from engine.config import Settings
-from engine.errors import ViewError
+from engine.app.commands.eval import _read_alerts
+from engine.core.config import Settings
+from engine.core.errors import ViewError
+from engine.lab.views.simulate import read_alerts
 from engine.serve.reader import StateReader
 from engine.serve.server import start_api
-from engine.views.commands import _read_alerts
-from engine.views.simulate import read_alerts
 
 
 def free_port() -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from engine.views.evaluate import Alert, Case, evaluate, format_report, matches, percentile
+from engine.lab.views.evaluate import Alert, Case, evaluate, format_report, matches, percentile
 
 T0 = datetime(2024, 1, 2, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from engine.config import Settings
+from engine.core.config import Settings
+from engine.lab.views.handbatch import HandBatch
 from engine.views import MaintainStats, TableChanges, ViewMaintainer
-from engine.views.handbatch import HandBatch
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 SETTINGS = Settings()

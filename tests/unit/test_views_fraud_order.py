@@ -16,10 +16,10 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from engine.config import Settings
+from engine.core.config import Settings
+from engine.lab.views.simulate import run_plan
+from engine.lab.workload.plan import PlanConfig
 from engine.views import ViewMaintainer
-from engine.views.simulate import run_plan
-from engine.workload.plan import PlanConfig
 
 EVENTS = 15_000
 

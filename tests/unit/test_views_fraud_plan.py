@@ -1,9 +1,9 @@
 """Fraud rules against the generator's ground truth, without servers.
 
-The bank planner (engine.workload) runs for a generated run's worth of events with
+The bank planner (engine.lab.workload) runs for a generated run's worth of events with
 three seeds; its transactions are applied to mirror tables in 1,000-event batches
 and the views are maintained after each batch, as the engine does. The planned
-fraud cases are the ground truth (engine.views.evaluate explains the matching).
+fraud cases are the ground truth (engine.lab.views.evaluate explains the matching).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from engine.config import Settings
+from engine.core.config import Settings
+from engine.lab.views.evaluate import evaluate, format_report
+from engine.lab.views.simulate import read_alerts, run_plan
+from engine.lab.workload.plan import PlanConfig
 from engine.views import ViewMaintainer
-from engine.views.evaluate import evaluate, format_report
-from engine.views.simulate import read_alerts, run_plan
-from engine.workload.plan import PlanConfig
 
 #: About two and a half simulated days of the default mix (~15 cases per seed).
 EVENTS = 15_000

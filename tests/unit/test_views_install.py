@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.config import Settings
-from engine.errors import ViewError
+from engine.core.config import Settings
+from engine.core.errors import ViewError
 from engine.views import ViewMaintainer, view_params
 from engine.views.sqlfiles import load_file, order_views
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
-from engine.config import Settings
+from engine.core.config import Settings
+from engine.lab.views.handbatch import HandBatch
+from engine.lab.views.scratch import differences
+from engine.lab.views.simulate import run_plan
+from engine.lab.workload.plan import PlanConfig
 from engine.views import TableChanges, ViewMaintainer
-from engine.views.handbatch import HandBatch
-from engine.views.scratch import differences
-from engine.views.simulate import run_plan
-from engine.workload.plan import PlanConfig
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(leaderboard_window_min=60)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import duckdb
 import polars as pl
 
-from engine.config import Settings
-from engine.state.model import MirrorDelta, MirrorName
+from engine.core.config import Settings
+from engine.decode.model import MirrorDelta, MirrorName
 from engine.views import MaintainStats, ViewMaintainer
 from engine.views.observer import ViewsObserver, to_changes
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from engine.config import Settings
+from engine.core.config import Settings
+from engine.lab.views.planfeed import KEYS, PlanFeed, batches, duckdb_sql
+from engine.lab.views.simulate import take_events
+from engine.lab.workload.arcade import ArcadePlanner
+from engine.lab.workload.bank import BankPlanner
+from engine.lab.workload.plan import PlanConfig
 from engine.views import ViewMaintainer
-from engine.views.planfeed import KEYS, PlanFeed, batches, duckdb_sql
-from engine.views.simulate import take_events
-from engine.workload.arcade import ArcadePlanner
-from engine.workload.bank import BankPlanner
-from engine.workload.plan import PlanConfig
 
 SETTINGS = Settings()
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from test_views_fraud import T0, Bank, payments, s
 
-from engine.views.handbatch import HandBatch
+from engine.lab.views.handbatch import HandBatch
 from engine.views.maintainer import STUCK_AFTER_BATCHES
 
 

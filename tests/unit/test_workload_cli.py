@@ -7,10 +7,10 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.config import Settings
-from engine.errors import WorkloadError, WorkloadUsageError
-from engine.workload.runner import WorkloadOptions, run_workload
+from engine.app.cli import main
+from engine.core.config import Settings
+from engine.core.errors import WorkloadError, WorkloadUsageError
+from engine.lab.workload.runner import WorkloadOptions, run_workload
 
 
 def _closed_port() -> int:

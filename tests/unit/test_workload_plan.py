@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import pytest
 
-from engine.workload import arcade_sql, bank_sql
-from engine.workload.arcade import ArcadePlanner
-from engine.workload.bank import BankPlanner
-from engine.workload.fraud import SCENARIOS
-from engine.workload.plan import EPOCH_US, INSERT, UPDATE, PgTxn, PlanConfig
+from engine.lab.workload import arcade_sql, bank_sql
+from engine.lab.workload.arcade import ArcadePlanner
+from engine.lab.workload.bank import BankPlanner
+from engine.lab.workload.fraud import SCENARIOS
+from engine.lab.workload.plan import EPOCH_US, INSERT, UPDATE, PgTxn, PlanConfig
 
 Planner = BankPlanner | ArcadePlanner
 

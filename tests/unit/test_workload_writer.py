@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.workload.plan import INSERT, PgTxn, Statement
-from engine.workload.writer import MAX_BACKLOG_S, MAX_BATCH, Tally, Writer
+from engine.lab.workload.plan import INSERT, PgTxn, Statement
+from engine.lab.workload.writer import MAX_BACKLOG_S, MAX_BATCH, Tally, Writer
 
 
 class FakeClock:

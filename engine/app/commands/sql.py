@@ -1,0 +1,130 @@
+"""`changefold sql`: run one read-only query over the state and print the rows."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from engine.core.config import Settings
+from engine.replay.asof import state_as_of
+from engine.serve import formats, output
+from engine.serve.client import ApiClient
+from engine.serve.query import run_query
+from engine.serve.reader import StateReader
+
+log = logging.getLogger(__name__)
+
+
+@click.command("sql")
+@click.argument("query", metavar="SQL")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: a readable table; csv: header and rows; json: an array of row objects.",
+)
+@click.option(
+    "--api",
+    "api_url",
+    metavar="URL",
+    help="Ask the query API at URL only (default: the engine's API from CHANGEFOLD_API_HOST "
+    "and CHANGEFOLD_API_PORT, falling back to the state file when no engine answers).",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Open this state file read-only and never ask the API (the engine must be "
+    "stopped, as DuckDB allows one process on a file).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    help="Answer against the state as of this ISO time (source commit time): the change "
+    "history is replayed until TIME into a cached file under <home>/replays/, built once "
+    "per time and reused.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    help="Show at most this many rows (default and ceiling: CHANGEFOLD_API_MAX_ROWS).",
+)
+@click.pass_obj
+def sql(
+    settings: Settings,
+    query: str,
+    fmt: str,
+    api_url: str | None,
+    state_path: Path | None,
+    max_rows: int | None,
+    as_of: str | None,
+) -> None:
+    """Run one read-only SQL statement over the engine's state and print the rows.
+
+    SQL is a SELECT (or WITH, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN); '-' reads it
+    from standard input. Writes, file and network access, and extensions are
+    refused. While the engine runs, the query goes through its API; with the
+    engine stopped, the state file is opened read-only.
+
+    \b
+    Examples:
+      changefold sql "SHOW ALL TABLES"
+      changefold sql "SELECT * FROM _changefold.offsets" --format csv
+      echo "SELECT count(*) FROM _changefold.dead_letters" | changefold sql -
+      changefold sql --as-of 2026-11-26T10:15:00Z "SELECT * FROM leaderboard LIMIT 10"
+    """
+    if sum(x is not None for x in (api_url, state_path, as_of)) > 1:
+        raise click.UsageError("give at most one of --api, --state and --as-of")
+    if as_of is not None:
+        state_path = state_as_of(settings, as_of)
+    if query == "-":
+        query = sys.stdin.read()
+    payload = _answer(settings, query, api_url, state_path, max_rows)
+    out = sys.stdout
+    if fmt == "csv":
+        output.write_csv(payload, out)
+    elif fmt == "json":
+        output.write_json(payload, out)
+    else:
+        output.print_table(payload, Console(file=out, soft_wrap=False))
+    if payload.get("truncated"):
+        click.secho(
+            f"note: only the first {payload['row_count']} rows are shown; the result has "
+            "more (raise --max-rows up to CHANGEFOLD_API_MAX_ROWS, or narrow the query)",
+            fg="yellow",
+            err=True,
+        )
+
+
+def _answer(
+    settings: Settings,
+    query: str,
+    api_url: str | None,
+    state_path: Path | None,
+    max_rows: int | None,
+) -> dict[str, Any]:
+    if state_path is None:
+        client = ApiClient(api_url or settings.api_url)
+        if api_url or client.health() is not None:
+            log.info("querying through the API at %s", client.url)
+            return client.query(query, max_rows=max_rows)
+    path = state_path or settings.state_file
+    log.info("no engine API answered; opening %s read-only", path)
+    reader = StateReader.open_file(path)
+    try:
+        limit = min(max_rows or settings.api_max_rows, settings.api_max_rows)
+        result = run_query(
+            reader, query, max_rows=limit, timeout_s=settings.api_statement_timeout_s
+        )
+    finally:
+        reader.close()
+    return formats.to_payload(result)

@@ -1,0 +1,88 @@
+"""Records of the pipeline: raw messages in, decoded batches out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.decode.model import BatchMetrics, DeadLetter, PartitionProgress, TableChanges
+
+
+class RecordLike(Protocol):
+    """What the decoder reads from a consumed message (kafka-python's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One Kafka message as bytes, as captured in tests/fixtures/*.jsonl."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A polled batch after decoding: per-table change frames and what could not be read."""
+
+    tables: tuple[TableChanges, ...]
+    dead_letters: tuple[DeadLetter, ...]
+    progress: tuple[PartitionProgress, ...]
+    records: int
+    bytes: int
+    #: Null values (Debezium's tombstones after a delete): nothing to fold.
+    tombstones: int
+    #: Messages of topics that are not tables (transaction metadata, heartbeats).
+    skipped: int
+    newest_source_ts_ms: int | None
+
+    @property
+    def changes(self) -> int:
+        return sum(t.frame.height for t in self.tables)
+
+    def metrics_base(self, member: str, decode_ms: float) -> BatchMetrics:
+        """The batch's figures as known before the fold (the writer fills in the rest)."""
+        return BatchMetrics(
+            member=member,
+            records=self.records,
+            bytes=self.bytes,
+            tombstones=self.tombstones,
+            skipped=self.skipped,
+            dead_letters=0,
+            upserts=0,
+            deletes=0,
+            decode_ms=decode_ms,
+            fold_ms=0.0,
+            newest_source_ts_ms=self.newest_source_ts_ms,
+        )
+
+
+def raw_lookup(
+    records: Sequence[RecordLike],
+) -> Callable[[str, int, int], tuple[bytes | None, bytes | None]]:
+    """(topic, partition, offset) -> the message's key and value bytes, for the writer
+    to dead-letter a row DuckDB refuses. The index is built on the first call only:
+    most batches never need it."""
+    index: dict[tuple[str, int, int], RecordLike] = {}
+
+    def raw(topic: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
+        if not index:
+            index.update({(r.topic, r.partition, r.offset): r for r in records})
+        rec = index[(topic, partition, offset)]
+        return rec.key, rec.value
+
+    return raw

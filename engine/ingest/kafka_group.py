@@ -1,0 +1,293 @@
+"""One member of the engine's consumer group.
+
+The member never trusts Kafka's committed offsets: on every assignment it
+seeks each partition to the offset stored in DuckDB with the state (earliest
+when there is none). kafka-python runs the rebalance callbacks inside
+`poll()`, and a member polls only after its previous batch is folded and
+committed, so no batch is in flight while partitions move.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import errors as kafka_errors
+from kafka.structs import OffsetAndMetadata
+
+from engine.core.config import Settings
+from engine.core.errors import KafkaUnavailableError, TopicMissingError
+from engine.decode.model import PartitionProgress
+
+log = logging.getLogger(__name__)
+
+#: How long the engine tries to reach Kafka at start before it gives up.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+#: Called with (member name, assigned partitions) after every assignment.
+AssignmentHook = Callable[[str, list[TopicPartition]], None]
+#: Returns the stored next offset per (topic, partition).
+OffsetSource = Callable[[], dict[tuple[str, int], int]]
+
+
+def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    """Consumer settings shared by members and tools (benchmarks) reading the same topics."""
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "allow_auto_create_topics": False,
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+        "max_poll_records": settings.batch_max_records,
+        "fetch_max_bytes": max(settings.batch_max_bytes, 1024 * 1024),
+        "max_partition_fetch_bytes": max(settings.batch_max_bytes // 4, 1024 * 1024),
+        "fetch_max_wait_ms": min(settings.batch_max_wait_ms, 500),
+        "metadata_max_age_ms": 10_000,
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.consumer_session_timeout_ms // 3, 500),
+    }
+
+
+def open_consumer(settings: Settings, client_id: str, **extra: Any) -> KafkaConsumer:
+    """A KafkaConsumer, or KafkaUnavailableError naming the brokers and the fix."""
+    # While bootstrapping, kafka-python logs every refused connection as an ERROR;
+    # the one error that matters is raised below.
+    net_log = logging.getLogger("kafka.net")
+    level = net_log.level
+    net_log.setLevel(logging.CRITICAL)
+    try:
+        return KafkaConsumer(**{**kafka_config(settings, client_id), **extra})
+    except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} "
+            f"(gave up after {BOOTSTRAP_TIMEOUT_MS // 1000} s: {exc}). Start the stack with "
+            "`changefold stack up`, or point CHANGEFOLD_KAFKA_PORT at your broker"
+        ) from None
+    finally:
+        net_log.setLevel(level)
+
+
+def check_topics(consumer: KafkaConsumer, topics: Sequence[str]) -> None:
+    """TopicMissingError unless every named topic exists."""
+    existing = consumer.topics()
+    missing = sorted(set(topics) - set(existing))
+    if missing:
+        where = consumer.config["bootstrap_servers"]
+        raise TopicMissingError(
+            f"topic{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"do{'' if len(missing) > 1 else 'es'} not exist on {where}. "
+            "A table's topic appears with its first change event: check the name "
+            "(<prefix>.<schema>.<table>), that its connector runs (`changefold stack status`), "
+            "or leave --topic out to follow every table topic of connectors/*.json"
+        )
+
+
+class _SeekToStoredOffsets(ConsumerRebalanceListener):
+    def __init__(self, member: Member) -> None:
+        self.member = member
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Finish the batches in flight first: no batch is folding while partitions move.
+        self.member.before_revoke()
+        if revoked:
+            log.info("%s: partitions revoked: %s", self.member.name, _names(revoked))
+        self.member.assigned = []
+        self.member.positions = {}
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        member = self.member
+        stored = member.stored_offsets()
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            if offset is None:
+                member.consumer.seek_to_beginning(tp)
+                log.debug(
+                    "%s: %s[%d] starts at the earliest offset", member.name, tp.topic, tp.partition
+                )
+            else:
+                member.consumer.seek(tp, offset)
+                log.debug(
+                    "%s: %s[%d] resumes at stored offset %d",
+                    member.name,
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
+            member.positions[tp] = offset
+        member.assigned = sorted(assigned)
+        member.on_assigned(member.name, member.assigned)
+
+
+class Member:
+    """A consumer group member: poll a bounded batch, then commit what was folded."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        *,
+        stored_offsets: OffsetSource,
+        on_assigned: AssignmentHook,
+        topics: Sequence[str] = (),
+        pattern: str | None = None,
+        commit_mode: str = "sync",
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.stored_offsets = stored_offsets
+        self.on_assigned = on_assigned
+        self.commit_mode = commit_mode
+        self.assigned: list[TopicPartition] = []
+        #: Called before partitions are revoked (the lane waits for its folder there).
+        self.before_revoke: Callable[[], None] = lambda: None
+        #: Next offset to read per assigned partition, as far as this member knows
+        #: (None: from the beginning, nothing read yet).
+        self.positions: dict[TopicPartition, int | None] = {}
+        self._join_wait_ms = settings.consumer_session_timeout_ms + 5_000
+        self.consumer = open_consumer(settings, name, group_id=settings.group_id)
+        listener = _SeekToStoredOffsets(self)
+        if topics:
+            check_topics(self.consumer, topics)
+            self.consumer.subscribe(topics=list(topics), listener=listener)
+        else:
+            self.consumer.subscribe(pattern=pattern, listener=listener)
+
+    def poll(self) -> list[Any]:
+        """One batch: at most batch_max_records records and (about) batch_max_bytes bytes.
+
+        Records past the byte bound are given back: their partitions are rewound
+        to the first record not taken.
+        """
+        polled = self.consumer.poll(
+            timeout_ms=self._poll_timeout_ms(),
+            max_records=self.settings.batch_max_records,
+        )
+        records: list[Any] = []
+        for batch in polled.values():
+            records.extend(batch)
+        limit = self.settings.batch_max_bytes
+        total = 0
+        for i, rec in enumerate(records):
+            total += len(rec.value or b"") + len(rec.key or b"")
+            if total > limit and i > 0:
+                self._give_back(records[i:])
+                return records[:i]
+        return records
+
+    def _poll_timeout_ms(self) -> int:
+        """batch_max_wait_ms, but long while the member (re)joins the group.
+
+        kafka-python 3.0 completes a group join on its IO thread, yet applies the
+        result (assignment, heartbeats) only in a poll() that is waiting for it.
+        A join that finishes between two short polls is dropped and started over,
+        and with several members that can repeat until a member is evicted. So
+        while a join is due or in flight, poll long enough for the whole
+        rebalance: every member's next poll, or a dead member's session timeout.
+        """
+        if self._joining():
+            return max(self.settings.batch_max_wait_ms, self._join_wait_ms)
+        return self.settings.batch_max_wait_ms
+
+    def _joining(self) -> bool:
+        # kafka-python internals, read only; any surprise means "not joining".
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        try:
+            return bool(
+                coordinator is not None
+                and (
+                    coordinator.rejoining or coordinator.rejoin_needed or coordinator.need_rejoin()
+                )
+            )
+        except Exception:
+            return False
+
+    def _give_back(self, records: Sequence[Any]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for rec in records:
+            first.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
+        for tp, offset in first.items():
+            self.consumer.seek(tp, offset)
+
+    def advanced(self, progress: Sequence[PartitionProgress]) -> None:
+        """Record the positions after a folded batch."""
+        for p in progress:
+            self.positions[TopicPartition(p.topic, p.partition)] = p.next_offset
+
+    def caught_up(self) -> bool:
+        """True when every assigned partition has been read up to its high watermark."""
+        for tp in self.assigned:
+            end = self.consumer.highwater(tp)
+            if end is None:
+                return False
+            position = self.positions.get(tp)
+            if (position is None and end > 0) or (position is not None and position < end):
+                return False
+        return True
+
+    def end_offset(self, topic: str, partition: int) -> int | None:
+        value = self.consumer.highwater(TopicPartition(topic, partition))
+        return int(value) if value is not None else None
+
+    def rewind(
+        self, progress: Sequence[PartitionProgress], stored: dict[tuple[str, int], int]
+    ) -> None:
+        """Discard a batch: seek its partitions back (or ahead, to the stored offsets)."""
+        for p in progress:
+            tp = TopicPartition(p.topic, p.partition)
+            if tp in self.assigned:
+                self.consumer.seek(tp, stored.get((p.topic, p.partition), p.first_offset))
+
+    def commit(self, progress: Sequence[PartitionProgress]) -> float:
+        """Commit the folded positions to Kafka; returns milliseconds spent.
+
+        The stored offsets in DuckDB stay the truth; a failed commit only makes
+        Kafka's lag figures stale, so it is logged, not raised.
+        """
+        offsets = {
+            TopicPartition(p.topic, p.partition): OffsetAndMetadata(p.next_offset, "", -1)
+            for p in progress
+        }
+        if not offsets:
+            return 0.0
+        t0 = time.perf_counter()
+        if self.commit_mode == "async":
+            self.consumer.commit_async(offsets, callback=self._commit_done)
+        else:
+            try:
+                self.consumer.commit(offsets)
+            except kafka_errors.KafkaError as exc:
+                log.warning(
+                    "%s: Kafka offset commit failed (state is safe in DuckDB): %s", self.name, exc
+                )
+        return (time.perf_counter() - t0) * 1000
+
+    def _commit_done(self, offsets: dict[TopicPartition, OffsetAndMetadata], result: Any) -> None:
+        if isinstance(result, Exception):
+            log.warning(
+                "%s: async Kafka offset commit of %s failed (state is safe in DuckDB): %s",
+                self.name,
+                _names(list(offsets)),
+                result,
+            )
+
+    def close(self) -> None:
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # closing must not hide the reason the loop ended
+            log.warning("%s: error while leaving the group: %s", self.name, exc)
+
+
+def _names(partitions: Sequence[TopicPartition]) -> str:
+    grouped: dict[str, list[int]] = {}
+    for tp in sorted(partitions):
+        grouped.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(f"{t}[{','.join(map(str, ps))}]" for t, ps in grouped.items()) or "(none)"
+
+
+def describe(partitions: Sequence[TopicPartition]) -> str:
+    """`topic[0,1], other[2]`: how logs and the status line name a set of partitions."""
+    return _names(partitions)

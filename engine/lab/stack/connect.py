@@ -1,0 +1,257 @@
+"""A Kafka Connect distributed worker with Debezium, and its connectors (connectors/*.json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.core.config import Settings
+from engine.core.errors import StackError
+from engine.lab.stack.jvm import java_command, write_log_config, write_properties
+from engine.lab.stack.process import ManagedProcess
+
+log = logging.getLogger(__name__)
+
+MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectDistributed"
+GROUP_ID = "changefold-connect"
+
+
+@dataclass(frozen=True)
+class ConnectorSpec:
+    """One connectors/<name>.json file: {"name": ..., "config": {...}}."""
+
+    name: str
+    config: dict[str, str]
+    path: Path
+
+    @property
+    def connector_class(self) -> str:
+        return self.config["connector.class"]
+
+
+def load_connector_specs(settings: Settings) -> list[ConnectorSpec]:
+    specs = []
+    for path in sorted(settings.connectors_dir.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            spec = ConnectorSpec(name=doc["name"], config=dict(doc["config"]), path=path)
+            spec.connector_class  # noqa: B018 - presence check
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StackError(
+                "connect",
+                f"{path} is not a connector file ({exc!r})",
+                fix='it must be JSON of the form {"name": "...", "config": {"connector.class": '
+                '"...", ...}}',
+            ) from exc
+        specs.append(spec)
+    return specs
+
+
+class Connect:
+    name = "connect"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.stack_home / "connect"
+        self.props = self.root / "worker.properties"
+        self.process = ManagedProcess(
+            "connect", settings.stack_home / "run", marker=str(self.props)
+        )
+
+    @property
+    def port(self) -> int:
+        return self.settings.connect_port
+
+    def properties(self) -> dict[str, str | int]:
+        s = self.settings
+        return {
+            "bootstrap.servers": s.bootstrap_servers,
+            "group.id": GROUP_ID,
+            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+            "config.storage.topic": "changefold-connect-configs",
+            "offset.storage.topic": "changefold-connect-offsets",
+            "status.storage.topic": "changefold-connect-status",
+            "config.storage.replication.factor": 1,
+            "offset.storage.replication.factor": 1,
+            "status.storage.replication.factor": 1,
+            "offset.storage.partitions": 5,
+            "status.storage.partitions": 1,
+            # Source offsets (the replication slot position) are flushed every second, so
+            # a crashed worker re-sends at most about a second of changes.
+            "offset.flush.interval.ms": 1000,
+            "listeners": f"http://127.0.0.1:{s.connect_port}",
+            "rest.advertised.host.name": "127.0.0.1",
+            "rest.advertised.port": s.connect_port,
+            "topic.creation.enable": "true",
+            # Every plugin jar on the classpath ships a service manifest: skip the slow scan.
+            "plugin.discovery": "service_load",
+            "config.providers": "env",
+            "config.providers.env.class": (
+                "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+            ),
+        }
+
+    def start(self) -> int:
+        write_properties(self.props, self.properties())
+        cmd = java_command(
+            self.settings,
+            main_class=MAIN_CLASS,
+            args=[str(self.props)],
+            heap="1g",
+            log_config=write_log_config(self.root / "log4j2.properties"),
+            marker=str(self.props),
+        )
+        env = {**os.environ, **self.settings.connector_env()}
+        return self.process.start(cmd, env=env)
+
+    # -- REST ----------------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.settings.connect_url, timeout=10.0)
+
+    def healthy(self) -> bool:
+        """/health answers 200 once the worker has joined its group and read its topics."""
+        with self._client() as http:
+            return http.get("/health").status_code == 200
+
+    def register(self, spec: ConnectorSpec, timeout_s: float) -> str:
+        """Validate, then create or update the connector. Returns 'created' or 'updated'."""
+        deadline = time.monotonic() + timeout_s
+        with self._client() as http:
+            self._validate(http, spec, deadline)
+            while True:
+                resp = _call(
+                    http.put, f"/connectors/{spec.name}/config", deadline, json=spec.config
+                )
+                if resp.status_code in (200, 201):
+                    return "created" if resp.status_code == 201 else "updated"
+                # 409: the worker group is rebalancing; 5xx: not ready yet. Both pass.
+                if resp.status_code not in (409, 500, 503) or time.monotonic() > deadline:
+                    raise StackError(
+                        "connect",
+                        f"Kafka Connect refused connector {spec.name!r} ({spec.path}): "
+                        f"HTTP {resp.status_code}",
+                        seen=_message(resp),
+                        fix="fix the connector file and run `changefold stack up` again",
+                    )
+                time.sleep(0.5)
+
+    def _validate(self, http: httpx.Client, spec: ConnectorSpec, deadline: float) -> None:
+        while True:
+            resp = _call(
+                http.put,
+                f"/connector-plugins/{spec.connector_class}/config/validate",
+                deadline,
+                json={"name": spec.name, **spec.config},
+            )
+            if resp.status_code == 200:
+                break
+            if resp.status_code not in (409, 500, 503) or time.monotonic() > deadline:
+                raise StackError(
+                    "connect",
+                    f"could not validate connector {spec.name!r}: HTTP {resp.status_code}",
+                    seen=_message(resp),
+                    fix="check that the connector class is on the worker's classpath "
+                    "(`changefold stack up` resolves it from connectors/pom.xml)",
+                )
+            time.sleep(0.5)
+        values = [item.get("value") or {} for item in resp.json().get("configs", [])]
+        errors = [f"{v['name']}: {'; '.join(v['errors'])}" for v in values if v.get("errors")]
+        if errors:
+            raise StackError(
+                "connect",
+                f"Kafka Connect rejected the configuration of connector {spec.name!r} "
+                f"({spec.path})",
+                seen="\n".join(errors),
+                fix="correct those settings in the connector file (or the CHANGEFOLD_PG_* "
+                "settings it reads) and run `changefold stack up` again",
+            )
+
+    def connector_status(self, name: str) -> dict[str, Any] | None:
+        with self._client() as http:
+            resp = http.get(f"/connectors/{name}/status")
+            if resp.status_code == 404:
+                return None
+            resp.raise_for_status()
+            result: dict[str, Any] = resp.json()
+            return result
+
+    def wait_running(self, spec: ConnectorSpec, timeout_s: float) -> None:
+        """Wait until the connector and all its tasks are RUNNING; fail fast on FAILED."""
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] | None = None
+        restarted = False
+        while time.monotonic() < deadline:
+            try:
+                last = self.connector_status(spec.name)
+            except httpx.HTTPError:
+                last = None
+            if last is not None:
+                states = [last["connector"]["state"]] + [t["state"] for t in last.get("tasks", [])]
+                failed = [t for t in last.get("tasks", []) if t["state"] == "FAILED"]
+                if (last["connector"]["state"] == "FAILED" or failed) and not restarted:
+                    # A task that failed earlier (say Postgres was down) gets one restart.
+                    log.info("connector %s has failed tasks; restarting them once", spec.name)
+                    self.restart_failed(spec.name)
+                    restarted = True
+                elif last["connector"]["state"] == "FAILED" or failed:
+                    trace = (failed[0] if failed else last["connector"]).get("trace", "")
+                    raise StackError(
+                        "connect",
+                        f"connector {spec.name!r} FAILED",
+                        seen="\n".join(trace.splitlines()[:12]),
+                        fix="see the worker log (.stack/run/connect.log) for the whole trace",
+                    )
+                if last.get("tasks") and all(state == "RUNNING" for state in states):
+                    return
+            time.sleep(0.5)
+        raise StackError(
+            "connect",
+            f"connector {spec.name!r} did not reach RUNNING within {timeout_s:.0f} s",
+            seen=json.dumps(last, indent=2) if last else "(no status)",
+            fix="see the worker log for what it is waiting on",
+        )
+
+    def restart_failed(self, name: str) -> None:
+        with self._client() as http:
+            http.post(
+                f"/connectors/{name}/restart", params={"includeTasks": "true", "onlyFailed": "true"}
+            )
+
+
+def _call(
+    method: Callable[..., httpx.Response], url: str, deadline: float, **kwargs: Any
+) -> httpx.Response:
+    """One REST call; a worker too busy to answer in time (a loaded machine, a
+    rebalance) is asked again until the deadline, then named in a StackError."""
+    while True:
+        try:
+            return method(url, timeout=60.0, **kwargs)
+        except httpx.TransportError as exc:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    "connect",
+                    f"the Connect REST API did not answer {url} in time ({exc!r})",
+                    fix="see the worker log (.stack/run/connect.log); on a slow machine raise "
+                    "CHANGEFOLD_STARTUP_TIMEOUT_S",
+                ) from exc
+            log.info("Connect did not answer %s yet (%s); asking again", url, exc)
+            time.sleep(1.0)
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("message", resp.text))
+    except ValueError:
+        return resp.text[:2000]
