@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.core.errors import DecodeError
+from engine.core.positions import PartitionProgress
 from engine.decode import bulkjson
 from engine.decode.convert import convert, placeholder_mask
 from engine.decode.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
@@ -30,13 +31,12 @@ from engine.decode.model import (
     SOURCE_TS_MS,
     ColumnSpec,
     DeadLetter,
-    PartitionProgress,
     SchemaSeen,
     TableChanges,
     TableSchema,
     absent_flag,
 )
-from engine.decode.records import DecodedBatch, RecordLike
+from engine.decode.records import DecodedBatch, RecordLike, raw_lookup
 from engine.decode.schemas import RowSchema, SchemaCache, from_specs, infer_columns
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,7 @@ class Decoder:
             tombstones=tombstones,
             skipped=skipped,
             newest_source_ts_ms=newest_ts,
+            raw=raw_lookup(records),
         )
 
     # -- one group ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The records the fold consumes: decoded table changes, dead letters, positions.
 
-They live here (not in engine.pipeline) because the state layer sits below the
-pipeline: the decoder produces these, the fold applies them.
+The decoder produces them and the fold (engine.state) applies them; positions
+live in engine.core.positions, the fold's before/after rows in engine.state.deltas.
 """
 
 from __future__ import annotations
@@ -153,61 +153,3 @@ class DeadLetter:
     value: bytes | None
     error: str
     stage: str = "decode"
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionProgress:
-    """What a batch consumed from one partition.
-
-    `next_offset` is the position *after* the last record of the batch: the
-    offset to resume from, stored with the state and committed to Kafka.
-    """
-
-    topic: str
-    partition: int
-    first_offset: int
-    next_offset: int
-    records: int
-    #: The partition's high watermark when the batch was polled (None: unknown yet).
-    end_offset: int | None = None
-
-    @property
-    def lag(self) -> int | None:
-        if self.end_offset is None:
-            return None
-        return max(self.end_offset - self.next_offset, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchMetrics:
-    """Figures of one folded batch, kept in the bounded metrics table."""
-
-    member: str
-    records: int
-    bytes: int
-    tombstones: int
-    skipped: int
-    dead_letters: int
-    upserts: int
-    deletes: int
-    decode_ms: float
-    fold_ms: float
-    #: Newest `source.ts_ms` folded (None when the batch held no change events).
-    newest_source_ts_ms: int | None
-
-
-@dataclass(frozen=True)
-class MirrorDelta:
-    """The rows of one mirror whose keys a batch changed, before and after the batch.
-
-    Handed to batch observers (derived views) inside the batch's transaction.
-    `before` holds those keys' mirror rows as they were (keys that did not exist
-    are absent), `after` as they are now (deleted keys are absent); both have
-    the mirror's columns. `truncated`: the mirror was emptied in the batch
-    (`before` then holds only the changed keys' old rows, not the whole table).
-    """
-
-    mirror: MirrorName
-    before: pl.DataFrame = field(repr=False)
-    after: pl.DataFrame = field(repr=False)
-    truncated: bool = False

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.decode.model import BatchMetrics, DeadLetter, PartitionProgress, TableChanges
+from engine.core.positions import PartitionProgress
+from engine.decode.model import DeadLetter, TableChanges
+
+#: (topic, partition, offset) -> (key bytes, value bytes) of a consumed record.
+RawLookup = Callable[[str, int, int], tuple[bytes | None, bytes | None]]
 
 
 class RecordLike(Protocol):
@@ -49,31 +53,18 @@ class DecodedBatch:
     #: Messages of topics that are not tables (transaction metadata, heartbeats).
     skipped: int
     newest_source_ts_ms: int | None
+    #: The key and value bytes of a record of the batch, for dead-lettering a row
+    #: DuckDB refuses.
+    raw: RawLookup = field(repr=False, compare=False)
 
     @property
     def changes(self) -> int:
         return sum(t.frame.height for t in self.tables)
 
-    def metrics_base(self, member: str, decode_ms: float) -> BatchMetrics:
-        """The batch's figures as known before the fold (the writer fills in the rest)."""
-        return BatchMetrics(
-            member=member,
-            records=self.records,
-            bytes=self.bytes,
-            tombstones=self.tombstones,
-            skipped=self.skipped,
-            dead_letters=0,
-            upserts=0,
-            deletes=0,
-            decode_ms=decode_ms,
-            fold_ms=0.0,
-            newest_source_ts_ms=self.newest_source_ts_ms,
-        )
-
 
 def raw_lookup(
     records: Sequence[RecordLike],
-) -> Callable[[str, int, int], tuple[bytes | None, bytes | None]]:
+) -> RawLookup:
     """(topic, partition, offset) -> the message's key and value bytes, for the writer
     to dead-letter a row DuckDB refuses. The index is built on the first call only:
     most batches never need it."""

@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from engine.core.config import Settings
 from engine.core.errors import KafkaUnavailableError, TopicMissingError
-from engine.decode.model import PartitionProgress
+from engine.core.positions import PartitionProgress
 
 log = logging.getLogger(__name__)
 

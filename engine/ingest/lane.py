@@ -25,9 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.core.positions import PartitionProgress
 from engine.decode.decoder import Decoder
-from engine.decode.model import PartitionProgress
-from engine.decode.records import raw_lookup
 from engine.ingest.kafka_group import Member
 from engine.state.writer import StaleBatch, StateWriter, WriteResult
 
@@ -171,12 +170,7 @@ class Lane:
         )
         try:
             result = self.writer.write(
-                member=self.member.name,
-                tables=batch.tables,
-                dead_letters=batch.dead_letters,
-                progress=progress,
-                metrics_base=batch.metrics_base(self.member.name, decode_ms),
-                raw=raw_lookup(records),
+                batch, member=self.member.name, progress=progress, decode_ms=decode_ms
             )
         except StaleBatch as stale:
             log.warning(

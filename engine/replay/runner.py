@@ -26,7 +26,7 @@ from engine.core.config import Settings
 from engine.core.errors import ReplayError
 from engine.decode.decoder import Decoder
 from engine.decode.model import OFFSET, PARTITION, SOURCE_TS_MS
-from engine.decode.records import DecodedBatch, raw_lookup
+from engine.decode.records import DecodedBatch
 from engine.ingest.kafka_group import open_consumer
 from engine.ingest.kafka_ranges import Fetcher
 from engine.ingest.topics import Subscription
@@ -256,14 +256,7 @@ class Replay:
             replace(p, end_offset=meta.end_offsets.get((p.topic, p.partition)))
             for p in batch.progress
         )
-        writer.write(
-            member="replay",
-            tables=batch.tables,
-            dead_letters=batch.dead_letters,
-            progress=progress,
-            metrics_base=batch.metrics_base("replay", decode_ms),
-            raw=raw_lookup(records),
-        )
+        writer.write(batch, member="replay", progress=progress, decode_ms=decode_ms)
 
 
 def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:

@@ -15,9 +15,10 @@ from typing import ClassVar
 import duckdb
 import polars as pl
 
-from engine.decode.model import ColumnSpec, MirrorDelta, TableChanges
+from engine.decode.model import ColumnSpec, TableChanges
 from engine.state.catalog import Catalog
 from engine.state.collapse import Collapsed, collapse
+from engine.state.deltas import MirrorDelta
 from engine.state.sqlident import quote
 
 log = logging.getLogger(__name__)

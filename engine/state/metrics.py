@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
 
-from engine.decode.model import BatchMetrics, PartitionProgress
+from engine.core.positions import PartitionProgress
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 _BATCHES = f"{INTERNAL_SCHEMA}.batches"
 _PARTITIONS = f"{INTERNAL_SCHEMA}.batch_partitions"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMetrics:
+    """Figures of one folded batch, kept in the bounded metrics table."""
+
+    member: str
+    records: int
+    bytes: int
+    tombstones: int
+    skipped: int
+    dead_letters: int
+    upserts: int
+    deletes: int
+    decode_ms: float
+    fold_ms: float
+    #: Newest `source.ts_ms` folded (None when the batch held no change events).
+    newest_source_ts_ms: int | None
 
 
 def next_batch_id(conn: duckdb.DuckDBPyConnection) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import duckdb
 
-from engine.decode.model import PartitionProgress
+from engine.core.positions import PartitionProgress
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 _TABLE = f"{INTERNAL_SCHEMA}.offsets"

@@ -15,25 +15,18 @@ from dataclasses import dataclass, replace
 import duckdb
 
 from engine.core.errors import StateError
-from engine.decode.model import (
-    OFFSET,
-    PARTITION,
-    BatchMetrics,
-    DeadLetter,
-    MirrorDelta,
-    PartitionProgress,
-    TableChanges,
-    TableSchema,
-)
+from engine.core.positions import PartitionProgress
+from engine.decode.model import OFFSET, PARTITION, DeadLetter, TableChanges, TableSchema
+from engine.decode.records import DecodedBatch, RawLookup
 from engine.state import assignments, deadletters, metrics, offsets
 from engine.state.catalog import Catalog, latest_schemas
+from engine.state.deltas import MirrorDelta
 from engine.state.fold import apply_changes
+from engine.state.metrics import BatchMetrics
 from engine.state.store import Store
 
 log = logging.getLogger(__name__)
 
-#: (topic, partition, offset) -> (key bytes, value bytes) of a consumed record.
-RawLookup = Callable[[str, int, int], tuple[bytes | None, bytes | None]]
 #: Called inside a batch's transaction, after its mirrors changed and before the
 #: commit, with the batch id and the changed rows per mirror (derived views hook
 #: in here). An exception rolls the whole batch back. An observer may have a
@@ -139,18 +132,32 @@ class StateWriter:
 
     def write(
         self,
+        batch: DecodedBatch,
         *,
         member: str,
-        tables: Sequence[TableChanges],
-        dead_letters: Sequence[DeadLetter],
         progress: Sequence[PartitionProgress],
-        metrics_base: BatchMetrics,
-        raw: RawLookup,
+        decode_ms: float = 0.0,
     ) -> WriteResult:
-        """Fold a decoded batch. Raises StaleBatch when its partitions moved on meanwhile."""
+        """Fold a decoded batch; `progress` is its positions (the batch's own, with the
+        partitions' end offsets filled in by the source). Raises StaleBatch when its
+        partitions moved on meanwhile."""
+        base = BatchMetrics(
+            member=member,
+            records=batch.records,
+            bytes=batch.bytes,
+            tombstones=batch.tombstones,
+            skipped=batch.skipped,
+            dead_letters=0,
+            upserts=0,
+            deletes=0,
+            decode_ms=decode_ms,
+            fold_ms=0.0,
+            newest_source_ts_ms=batch.newest_source_ts_ms,
+        )
+        tables, dead_letters = batch.tables, batch.dead_letters
         with self.store.lock:
             try:
-                return self._write(member, tables, dead_letters, progress, metrics_base)
+                return self._write(member, tables, dead_letters, progress, base)
             except (StaleBatch, StateError):
                 self.catalog.reset()
                 raise
@@ -167,8 +174,8 @@ class StateWriter:
                 self.catalog.reset()
                 raise self._cannot_write(progress, exc) from exc
             try:
-                good, refused = self._isolate(tables, raw)
-                return self._write(member, good, [*dead_letters, *refused], progress, metrics_base)
+                good, refused = self._isolate(tables, batch.raw)
+                return self._write(member, good, [*dead_letters, *refused], progress, base)
             except duckdb.Error as exc:
                 self.catalog.reset()
                 raise self._cannot_write(progress, exc) from exc

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import duckdb
 import polars as pl
 
-from engine.decode.model import MirrorDelta
+from engine.state.deltas import MirrorDelta
 from engine.views.contract import MaintainStats, TableChanges
 from engine.views.maintainer import ViewMaintainer
 

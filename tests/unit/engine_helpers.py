@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.core.config import PACKAGE_PROJECT_DIR
 from engine.decode.decoder import Decoder
-from engine.decode.records import DecodedBatch, RawRecord, raw_lookup
+from engine.decode.records import DecodedBatch, RawRecord
 from engine.state.store import Store
 from engine.state.writer import StateWriter, WriteResult
 
@@ -25,14 +25,7 @@ def fold(
 ) -> tuple[DecodedBatch, WriteResult]:
     decoder = decoder or Decoder()
     batch = decoder.decode(records, writer.known_schemas())
-    result = writer.write(
-        member="test",
-        tables=batch.tables,
-        dead_letters=batch.dead_letters,
-        progress=batch.progress,
-        metrics_base=batch.metrics_base("test", 0.0),
-        raw=raw_lookup(records),
-    )
+    result = writer.write(batch, member="test", progress=batch.progress)
     return batch, result
 
 

@@ -9,8 +9,8 @@ from engine_helpers import fold, memory_writer, rows
 from envelopes import Table, decimal_b64, field
 
 from engine.decode.convert import TOAST_PLACEHOLDER
-from engine.decode.model import BatchMetrics
 from engine.state import metrics
+from engine.state.metrics import BatchMetrics
 from engine.state.writer import StaleBatch
 
 TOPIC = "lab.lab.accounts"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine_helpers import memory_writer
 
-from engine.decode.model import PartitionProgress
+from engine.core.positions import PartitionProgress
 from engine.state import offsets
 
 

@@ -8,7 +8,8 @@ import duckdb
 import polars as pl
 
 from engine.core.config import Settings
-from engine.decode.model import MirrorDelta, MirrorName
+from engine.decode.model import MirrorName
+from engine.state.deltas import MirrorDelta
 from engine.views import MaintainStats, ViewMaintainer
 from engine.views.observer import ViewsObserver, to_changes
 

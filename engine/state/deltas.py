@@ -1,0 +1,26 @@
+"""What the fold hands to batch observers: a mirror's changed rows, before and after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from engine.decode.model import MirrorName
+
+
+@dataclass(frozen=True)
+class MirrorDelta:
+    """The rows of one mirror whose keys a batch changed, before and after the batch.
+
+    Handed to batch observers (derived views) inside the batch's transaction.
+    `before` holds those keys' mirror rows as they were (keys that did not exist
+    are absent), `after` as they are now (deleted keys are absent); both have
+    the mirror's columns. `truncated`: the mirror was emptied in the batch
+    (`before` then holds only the changed keys' old rows, not the whole table).
+    """
+
+    mirror: MirrorName
+    before: pl.DataFrame = field(repr=False)
+    after: pl.DataFrame = field(repr=False)
+    truncated: bool = False
