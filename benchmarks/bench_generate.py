@@ -28,20 +28,20 @@ from engine.lab.workload.runner import WorkloadOptions, run_workload
 
 def scratch_database(settings: Settings) -> Settings:
     name = f"cf_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(settings.pg_conninfo("postgres"), autocommit=True) as conn:
+    with psycopg.connect(settings.stack.pg_conninfo("postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     scratch = settings.with_(pg_database=name)
-    with psycopg.connect(scratch.pg_conninfo()) as conn:
+    with psycopg.connect(scratch.stack.pg_conninfo()) as conn:
         for path in sorted(scratch.source_sql_dir.glob("*.sql")):
             conn.execute(path.read_bytes())
     return scratch
 
 
 def drop_database(settings: Settings, scratch: Settings) -> None:
-    with psycopg.connect(settings.pg_conninfo("postgres"), autocommit=True) as conn:
+    with psycopg.connect(settings.stack.pg_conninfo("postgres"), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(scratch.pg_database)
+                sql.Identifier(scratch.stack.pg_database)
             )
         )
 
@@ -65,7 +65,9 @@ def main() -> int:
     args = parser.parse_args()
     domains = args.domain or sorted(DOMAINS)
     settings = Settings.from_env()
-    print(f"Postgres {settings.pg_host}:{settings.pg_port}, {args.duration:g} s per run")
+    print(
+        f"Postgres {settings.stack.pg_host}:{settings.stack.pg_port}, {args.duration:g} s per run"
+    )
     print(f"{'domain':<8} {'commit':<7} {'events/s':>10} {'txns/s':>9} {'events':>9}")
     try:
         for domain in domains:

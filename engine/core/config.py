@@ -4,14 +4,24 @@ Every setting has a default that works on a developer machine and an
 environment variable (`CHANGEFOLD_*`) that overrides it. The default ports sit
 away from the standard ones (5432, 9092, 8083, ...) so that the local stack can
 run next to servers a user may already have.
+
+The settings are grouped in sections, each a frozen dataclass: `stack` (the local
+stack's servers and tools), `engine` (`changefold run`), `api` (the query API) and
+`views` (thresholds of the derived views); `project_dir`, `home` and `jars_dir` sit
+at the top. A setting has one name everywhere: the field of its section
+(`settings.engine.batch_max_records`), the keyword of `Settings(...)`,
+`Settings.from_env(...)` and `settings.with_(...)` (`batch_max_records=...`, no
+section) and, upper-cased behind `CHANGEFOLD_`, its environment variable
+(`CHANGEFOLD_BATCH_MAX_RECORDS`).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +39,17 @@ def _default_project_dir() -> Path:
     return Path.cwd()
 
 
-@dataclass(frozen=True)
-class Settings:
-    """All of changefold's settings. Build it with `Settings.from_env()`."""
+def _default_java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        return str(Path(java_home) / "bin" / "java")
+    return shutil.which("java") or "java"
 
-    #: Checkout holding connectors/ and sql/.
-    project_dir: Path = field(default_factory=_default_project_dir)
-    #: Runtime state of the local stack: data, logs, pid files (default <project>/.stack).
-    home: Path | None = None
-    #: Resolved Kafka/Connect/Debezium jars (default <project>/.stack/jars), shared by stacks.
-    jars_dir: Path | None = None
+
+@dataclass(frozen=True, kw_only=True)
+class StackSettings:
+    """The servers of the local stack (`changefold stack`), how the engine and tools
+    reach them, the tools that run them, and the dashboards' port."""
 
     # PostgreSQL (source database)
     pg_host: str = "127.0.0.1"
@@ -70,12 +81,57 @@ class Settings:
     #: Maven executable, used to resolve the jars once.
     mvn: str = "mvn"
 
-    # Engine (`changefold run`): consumer group members folding changes into DuckDB
+    # Dashboards (`changefold demo` runs them; dashboards/ reads its own settings)
+    #: Port of the Streamlit dashboards, on 127.0.0.1.
+    dashboard_port: int = 58501
+
+    def __post_init__(self) -> None:
+        if not self.java:
+            object.__setattr__(self, "java", _default_java())
+        for name in (
+            "pg_port",
+            "kafka_port",
+            "kafka_controller_port",
+            "connect_port",
+            "dashboard_port",
+        ):
+            _check_port(name, getattr(self, name))
+        if self.topic_partitions < 1:
+            raise ConfigError(
+                f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
+                "least 1 partition"
+            )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        host = f"[{self.kafka_host}]" if ":" in self.kafka_host else self.kafka_host
+        return f"{host}:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def pg_conninfo(self, database: str | None = None) -> str:
+        db = database or self.pg_database
+        return (
+            f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
+            f"password={self.pg_password} dbname={db} connect_timeout=3"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """The engine (`changefold run`): consumer group members folding changes into DuckDB."""
+
+    #: DuckDB state file: mirrors, offsets, dead letters, metrics. `Settings` fills in
+    #: the default, <home>/engine/state.duckdb.
+    state_path: Path
     #: Consumer group of the engine's members; offsets in the state are kept per group.
     group_id: str = "changefold"
-    #: DuckDB state file: mirrors, offsets, dead letters, metrics
-    #: (default <home>/engine/state.duckdb).
-    state_path: Path | None = None
     #: Comma-separated topics to consume; empty: every table topic of the topic
     #: prefixes in connectors/*.json.
     topics: str = ""
@@ -93,7 +149,23 @@ class Settings:
     #: partitions move (also how long a restarted engine waits for a crashed one's share).
     consumer_session_timeout_ms: int = 10000
 
-    # Read-only query API, served by the engine process (`changefold run`)
+    def __post_init__(self) -> None:
+        if self.commit_mode not in ("sync", "async"):
+            raise ConfigError(
+                f"{_env_name('commit_mode')}={self.commit_mode!r}: use 'sync' or 'async'"
+            )
+        for name in ("workers", "batch_max_records", "batch_max_bytes", "batch_max_wait_ms"):
+            _check_at_least_1(name, getattr(self, name))
+
+    @property
+    def topic_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.topics.split(",") if t.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    """The read-only query API, served by the engine process (`changefold run`)."""
+
     #: Address and port of the API; loopback by default (the API has no authentication).
     api_host: str = "127.0.0.1"
     api_port: int = 58000
@@ -107,12 +179,31 @@ class Settings:
     #: Window of the throughput and batch-timing figures of /metrics.
     api_metrics_window_s: float = 60.0
 
-    # Dashboards (`changefold demo` runs them; dashboards/ reads its own settings)
-    #: Port of the Streamlit dashboards, on 127.0.0.1.
-    dashboard_port: int = 58501
+    def __post_init__(self) -> None:
+        _check_port("api_port", self.api_port)
+        for name in ("api_max_rows", "api_max_concurrent_queries"):
+            _check_at_least_1(name, getattr(self, name))
+        for name in ("api_statement_timeout_s", "api_metrics_window_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(
+                    f"{_env_name(name)}={getattr(self, name)}: must be a positive number of seconds"
+                )
 
-    # Derived views (sql/views/): leaderboard window and fraud rule thresholds.
-    # Money is in EUR, windows in seconds of event time (the rows' own timestamps).
+    @property
+    def url(self) -> str:
+        """Base URL of the engine's query API."""
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
+        return f"http://{host}:{self.api_port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViewSettings:
+    """Derived views (sql/views/): leaderboard window and fraud rule thresholds.
+
+    Every field is a named parameter of the view SQL ($fraud_tiny_eur, ...). Money is
+    in EUR, windows in seconds of event time (the rows' own timestamps).
+    """
+
     #: leaderboard_window covers the scores of the last N minutes of event time.
     leaderboard_window_min: int = 60
     #: Card payments under this amount are "tiny" (card testing), not velocity.
@@ -153,94 +244,113 @@ class Settings:
     fraud_new_account_move_window_s: int = 10800
 
     def __post_init__(self) -> None:
-        # Fill the derived defaults; frozen, so through object.__setattr__.
-        home = self.home or self.project_dir / ".stack"
-        object.__setattr__(self, "home", Path(home))
-        object.__setattr__(
-            self, "jars_dir", Path(self.jars_dir or self.project_dir / ".stack" / "jars")
-        )
-        if not self.java:
-            java_home = os.environ.get("JAVA_HOME")
-            java = (
-                str(Path(java_home) / "bin" / "java")
-                if java_home
-                else (shutil.which("java") or "java")
-            )
-            object.__setattr__(self, "java", java)
-        for name in (
-            "pg_port",
-            "kafka_port",
-            "kafka_controller_port",
-            "connect_port",
-            "api_port",
-            "dashboard_port",
-        ):
-            port = getattr(self, name)
-            if not 1 <= port <= 65535:
-                raise ConfigError(
-                    f"{_env_name(name)}={port} is not a TCP port; use a number from 1 to 65535"
-                )
-        object.__setattr__(
-            self, "state_path", Path(self.state_path or Path(home) / "engine" / "state.duckdb")
-        )
-        if self.commit_mode not in ("sync", "async"):
-            raise ConfigError(
-                f"{_env_name('commit_mode')}={self.commit_mode!r}: use 'sync' or 'async'"
-            )
-        for name in ("workers", "batch_max_records", "batch_max_bytes", "batch_max_wait_ms"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be at least 1")
-        for name in ("api_max_rows", "api_max_concurrent_queries"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be at least 1")
-        for name in ("api_statement_timeout_s", "api_metrics_window_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(
-                    f"{_env_name(name)}={getattr(self, name)}: must be a positive number of seconds"
-                )
         for f in fields(self):
-            if f.name.startswith(("fraud_", "leaderboard_")) and not getattr(self, f.name) > 0:
+            if not getattr(self, f.name) > 0:
                 raise ConfigError(
                     f"{_env_name(f.name)}={getattr(self, f.name)}: must be more than 0"
                 )
         for name in ("fraud_structuring_band", "fraud_takeover_min_share"):
             if not getattr(self, name) < 1:
                 raise ConfigError(f"{_env_name(name)}={getattr(self, name)}: must be below 1")
-        if self.topic_partitions < 1:
-            raise ConfigError(
-                f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
-                "least 1 partition"
-            )
+
+
+#: The sections of `Settings`, by attribute name.
+_SECTIONS: dict[str, type[Any]] = {
+    "stack": StackSettings,
+    "engine": EngineSettings,
+    "api": ApiSettings,
+    "views": ViewSettings,
+}
+
+#: Settings at the top of `Settings`, in no section.
+_TOP_LEVEL = ("project_dir", "home", "jars_dir")
+
+
+def _index() -> tuple[dict[str, str | None], dict[str, Any]]:
+    """Every setting's name -> its section (None: the top), and -> its declared type."""
+    section_of: dict[str, str | None] = dict.fromkeys(_TOP_LEVEL)
+    type_of: dict[str, Any] = dict.fromkeys(_TOP_LEVEL, "Path")
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            assert f.name not in section_of, f"setting {f.name} is in two places"
+            section_of[f.name] = section
+            type_of[f.name] = f.type
+    return section_of, type_of
+
+
+_SECTION_OF, _TYPE_OF = _index()
+
+
+@dataclass(frozen=True, init=False)
+class Settings:
+    """All of changefold's settings. Build it with `Settings.from_env()`.
+
+    `Settings(**values)` takes the flat setting names (`pg_port=...`,
+    `batch_max_records=...`) and reads no environment. The defaults that depend on
+    other settings (home, jars_dir, the engine's state_path) are filled in here, once;
+    each section checks its own values.
+    """
+
+    #: Checkout holding connectors/ and sql/.
+    project_dir: Path
+    #: Runtime state of the local stack: data, logs, pid files (default <project>/.stack).
+    home: Path
+    #: Resolved Kafka/Connect/Debezium jars (default <project>/.stack/jars), shared by stacks.
+    jars_dir: Path
+    stack: StackSettings
+    engine: EngineSettings
+    api: ApiSettings
+    views: ViewSettings
+
+    def __init__(self, **values: Any) -> None:
+        by_section: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        top: dict[str, Any] = {}
+        for name, value in values.items():
+            section = _section_of(name)
+            (top if section is None else by_section[section])[name] = value
+        # Frozen, so through object.__setattr__.
+        project_dir = Path(top.get("project_dir") or _default_project_dir())
+        home = Path(top.get("home") or project_dir / ".stack")
+        jars_dir = Path(top.get("jars_dir") or project_dir / ".stack" / "jars")
+        engine = by_section["engine"]
+        engine["state_path"] = Path(engine.get("state_path") or home / "engine" / "state.duckdb")
+        object.__setattr__(self, "project_dir", project_dir)
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "jars_dir", jars_dir)
+        for section, cls in _SECTIONS.items():
+            object.__setattr__(self, section, cls(**by_section[section]))
 
     # -- construction ---------------------------------------------------------------
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then `CHANGEFOLD_*` variables, then explicit keyword overrides."""
+        """Defaults, then `CHANGEFOLD_*` variables, then explicit keyword overrides
+        (flat setting names, as `Settings(...)` takes them)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(_env_name(f.name))
+        for name, type_ in _TYPE_OF.items():
+            raw = env.get(_env_name(name))
             if raw is None or raw == "":
                 continue
-            values[f.name] = _parse(f.name, f.type, raw)
+            values[name] = _parse(name, type_, raw)
         values.update(overrides)
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        """A copy with these settings (flat names) changed. Defaults derived from other
+        settings were filled in when this object was built and stay: `home=` alone does
+        not move the state file."""
+        return Settings(**{**self._values(), **changes})
+
+    def _values(self) -> dict[str, Any]:
+        """Every setting by its flat name."""
+        values: dict[str, Any] = {name: getattr(self, name) for name in _TOP_LEVEL}
+        for section in _SECTIONS:
+            obj = getattr(self, section)
+            values.update({f.name: getattr(obj, f.name) for f in fields(obj)})
+        return values
 
     # -- derived values ---------------------------------------------------------------
-
-    @property
-    def stack_home(self) -> Path:
-        assert self.home is not None
-        return self.home
-
-    @property
-    def jars(self) -> Path:
-        assert self.jars_dir is not None
-        return self.jars_dir
 
     @property
     def views_sql_dir(self) -> Path:
@@ -260,48 +370,16 @@ class Settings:
         """Migrations of the engine's internal DuckDB tables."""
         return self.project_dir / "sql" / "state"
 
-    @property
-    def state_file(self) -> Path:
-        assert self.state_path is not None
-        return self.state_path
-
-    @property
-    def topic_list(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.topics.split(",") if t.strip())
-
-    @property
-    def bootstrap_servers(self) -> str:
-        host = f"[{self.kafka_host}]" if ":" in self.kafka_host else self.kafka_host
-        return f"{host}:{self.kafka_port}"
-
-    @property
-    def api_url(self) -> str:
-        """Base URL of the engine's query API."""
-        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host
-        return f"http://{host}:{self.api_port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    @property
-    def connect_url(self) -> str:
-        return f"http://127.0.0.1:{self.connect_port}"
-
-    def pg_conninfo(self, database: str | None = None) -> str:
-        db = database or self.pg_database
-        return (
-            f"host={self.pg_host} port={self.pg_port} user={self.pg_user} "
-            f"password={self.pg_password} dbname={db} connect_timeout=3"
-        )
-
     def child_env(self, *names: str) -> dict[str, str]:
         """This process's environment plus these settings as `CHANGEFOLD_*` variables, for
         a child process that must use the same home and servers (always passed) and
-        the fields named in `names`."""
+        the settings named (flat names) in `names`."""
+        for name in names:
+            _section_of(name)
+        values = self._values()
         env = dict(os.environ)
         for name in (*_SHARED_WITH_CHILDREN, *names):
-            env[_env_name(name)] = str(getattr(self, name))
+            env[_env_name(name)] = str(values[name])
         return env
 
     def connector_env(self) -> dict[str, str]:
@@ -310,13 +388,14 @@ class Settings:
         The Connect worker resolves them with Kafka's EnvVarConfigProvider, so the
         same JSON files serve the local stack and compose.yaml.
         """
+        s = self.stack
         return {
-            _env_name("pg_host"): self.pg_host,
-            _env_name("pg_port"): str(self.pg_port),
-            _env_name("pg_user"): self.pg_user,
-            _env_name("pg_password"): self.pg_password,
-            _env_name("pg_database"): self.pg_database,
-            _env_name("topic_partitions"): str(self.topic_partitions),
+            _env_name("pg_host"): s.pg_host,
+            _env_name("pg_port"): str(s.pg_port),
+            _env_name("pg_user"): s.pg_user,
+            _env_name("pg_password"): s.pg_password,
+            _env_name("pg_database"): s.pg_database,
+            _env_name("topic_partitions"): str(s.topic_partitions),
             _env_name("topic_replication_factor"): "1",
         }
 
@@ -328,8 +407,33 @@ _SHARED_WITH_CHILDREN = (
 )  # fmt: skip
 
 
+def _section_of(name: str) -> str | None:
+    """The section holding setting `name` (None: the top); a ConfigError if there is none."""
+    try:
+        return _SECTION_OF[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _SECTION_OF, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown setting {name!r}{hint}: a setting is named like its {ENV_PREFIX}* "
+            "variable (see the README), lower-cased and without the prefix"
+        ) from None
+
+
 def _env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
+
+
+def _check_port(name: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(
+            f"{_env_name(name)}={port} is not a TCP port; use a number from 1 to 65535"
+        )
+
+
+def _check_at_least_1(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{_env_name(name)}={value}: must be at least 1")
 
 
 def _parse(name: str, type_: Any, raw: str) -> Any:

@@ -96,7 +96,7 @@ def ensure_topic(
 
 def produce(settings: Settings, topic: str, events: int, echo: Echo) -> tuple[int, int]:
     producer = KafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
+        bootstrap_servers=settings.stack.bootstrap_servers,
         linger_ms=50,
         batch_size=1024 * 1024,
         max_request_size=16 * 1024 * 1024,
@@ -142,7 +142,7 @@ def raw_consume(settings: Settings, topic: str) -> Rate:
         t0 = time.perf_counter()
         while remaining:
             for tp, batch in consumer.poll(
-                timeout_ms=1000, max_records=settings.batch_max_records
+                timeout_ms=1000, max_records=settings.engine.batch_max_records
             ).items():
                 records += len(batch)
                 for r in batch:
@@ -308,7 +308,7 @@ def delete_topic(settings: Settings, topic: str) -> None:
 
 def _admin(settings: Settings) -> KafkaAdminClient:
     return KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, client_id="changefold-bench"
+        bootstrap_servers=settings.stack.bootstrap_servers, client_id="changefold-bench"
     )
 
 

@@ -23,7 +23,7 @@ from engine.replay.runner import Replay
 
 def cache_path(settings: Settings, when: datetime) -> Path:
     stamp = when.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    return settings.stack_home / "replays" / f"as-of-{stamp}.duckdb"
+    return settings.home / "replays" / f"as-of-{stamp}.duckdb"
 
 
 def state_as_of(settings: Settings, text: str) -> Path:
@@ -37,7 +37,7 @@ def state_as_of(settings: Settings, text: str) -> Path:
             "--as-of out"
         )
     path = cache_path(settings, until.time)
-    sub = subscription(settings.topic_list, settings.connectors_dir)
+    sub = subscription(settings.engine.topic_list, settings.connectors_dir)
     result = Replay(settings, path, sub, StartSpec("earliest"), until).run(threading.Event())
     if not result.complete:
         raise ReplayError(f"the replay into {path} did not finish; run the query again")

@@ -56,10 +56,10 @@ class ApiOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiOptions:
         return cls(
-            max_rows=settings.api_max_rows,
-            statement_timeout_s=settings.api_statement_timeout_s,
-            max_concurrent_queries=settings.api_max_concurrent_queries,
-            metrics_window_s=settings.api_metrics_window_s,
+            max_rows=settings.api.api_max_rows,
+            statement_timeout_s=settings.api.api_statement_timeout_s,
+            max_concurrent_queries=settings.api.api_max_concurrent_queries,
+            metrics_window_s=settings.api.api_metrics_window_s,
         )
 
 

@@ -91,8 +91,8 @@ def start_api(
     startup_timeout_s: float = 10.0,
 ) -> ApiHandle:
     """Start serving `reader` on `host:port` (default: the settings' api_host/api_port)."""
-    host = host or settings.api_host
-    port = settings.api_port if port is None else port
+    host = host or settings.api.api_host
+    port = settings.api.api_port if port is None else port
     sock = _bind(host, port)
     config = uvicorn.Config(
         build_app(reader, ApiOptions.from_settings(settings)),

@@ -85,7 +85,7 @@ def demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             return "changefold demo is running" in run.text()
 
         wait_for("the demo's 'running' line", up, timeout_s=300)
-        assert settings.dashboard_url in run.text()
+        assert settings.stack.dashboard_url in run.text()
         yield run
     finally:
         if proc.poll() is None:
@@ -98,7 +98,7 @@ def demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         print(run.text())
     assert status == 0, f"the demo exited {status} after SIGTERM:\n{run.text()}"
     assert "demo stopped" in run.text()
-    for url in (f"{settings.api_url}/health", f"{settings.dashboard_url}/_stcore/health"):
+    for url in (f"{settings.api.url}/health", f"{settings.stack.dashboard_url}/_stcore/health"):
         with pytest.raises(httpx.TransportError):
             httpx.get(url, timeout=2)
     report = Stack(stack).status()

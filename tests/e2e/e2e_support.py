@@ -47,7 +47,7 @@ class DemoRun:
 
     @property
     def url(self) -> str:
-        return self.settings.dashboard_url
+        return self.settings.stack.dashboard_url
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")

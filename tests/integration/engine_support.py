@@ -92,7 +92,7 @@ class EngineProcess:
 
 
 def end_offsets(settings: Settings, prefix: str) -> dict[tuple[str, int], int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=settings.stack.bootstrap_servers, group_id=None)
     try:
         topics = [t for t in consumer.topics() if t.startswith(prefix + ".") and t.count(".") == 2]
         tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
@@ -152,7 +152,7 @@ def workload(
 
 def postgres_tables(settings: Settings, schema: str) -> dict[str, list[str]]:
     """Captured tables of a source schema -> primary key columns."""
-    with psycopg.connect(settings.pg_conninfo()) as pg:
+    with psycopg.connect(settings.stack.pg_conninfo()) as pg:
         rows = pg.execute(
             """
             SELECT c.relname, array_agg(a.attname ORDER BY array_position(i.indkey, a.attnum))
@@ -175,7 +175,7 @@ def compare_with_postgres(
     """Assert every captured table of `schema` equals its mirror `<prefix>.<table>`, all
     columns, row for row. Returns the row count per table."""
     counts = {}
-    with psycopg.connect(settings.pg_conninfo()) as pg:
+    with psycopg.connect(settings.stack.pg_conninfo()) as pg:
         for table, key in sorted(postgres_tables(settings, schema).items()):
             cols = [
                 (str(name), str(dtype))

@@ -60,7 +60,7 @@ def read_until(
     Returns every event read; fails the test with what was read if the deadline passes.
     """
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        bootstrap_servers=settings.stack.bootstrap_servers,
         enable_auto_commit=False,
         group_id=None,
         consumer_timeout_ms=1000,

@@ -28,9 +28,9 @@ def _mirror_rows(store: Store) -> dict[str, list[tuple]]:
 def _replay(settings: Settings, ends: dict[tuple[str, int], int]) -> int:
     """Produce every record of the table topics again, into the same partitions."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False
+        bootstrap_servers=settings.stack.bootstrap_servers, group_id=None, enable_auto_commit=False
     )
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=20)
+    producer = KafkaProducer(bootstrap_servers=settings.stack.bootstrap_servers, linger_ms=20)
     sent = 0
     try:
         tps = [TopicPartition(t, p) for (t, p), end in ends.items() if end > 0]
@@ -81,7 +81,7 @@ def test_replayed_events_leave_the_state_unchanged(stack: Settings, tmp_path: Pa
         assert _mirror_rows(store) == once
         with store.reading() as conn:
             compare_with_postgres(stack, conn, "bank", "bank")
-            stored = stored_offsets(conn, settings.group_id)
+            stored = stored_offsets(conn, settings.engine.group_id)
             assert {k: v for k, v in stored.items() if k[0].startswith("bank.")} == {
                 k: v for k, v in twice.items() if v > 0
             }

@@ -79,7 +79,7 @@ def test_bad_messages_become_dead_letters_and_the_rest_is_folded(
     stack: Settings, tmp_path: Path
 ) -> None:
     topic = f"{unique('dlq')}.lab.everything"
-    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap_servers)
+    admin = KafkaAdminClient(bootstrap_servers=stack.stack.bootstrap_servers)
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
     captured = [
@@ -95,7 +95,7 @@ def test_bad_messages_become_dead_letters_and_the_rest_is_folded(
         (good["key"].encode(), good["value"].replace('"op":"r"', '"op":"x"').encode()),
         (b"{not a key", good["value"].encode()),
     ]
-    producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers)
+    producer = KafkaProducer(bootstrap_servers=stack.stack.bootstrap_servers)
     for key, value in bad:
         producer.send(topic, key=key, value=value, partition=0)
     for r in captured:  # every real event, in order, after the garbage

@@ -85,11 +85,11 @@ def test_two_members_split_the_partitions_and_one_takes_over(
             ends = {**wait_topics_quiet(stack, "arcade"), **wait_topics_quiet(stack, "bank")}
             wanted = {k: v for k, v in ends.items() if v > 0}
             with store.reading() as conn:
-                before = stored_offsets(conn, settings.group_id)
+                before = stored_offsets(conn, settings.engine.group_id)
 
             def caught_up() -> bool:
                 with store.reading() as conn:
-                    return stored_offsets(conn, settings.group_id) == wanted
+                    return stored_offsets(conn, settings.engine.group_id) == wanted
 
             wait_for(running(caught_up), 120, "member-1 to fold everything")
         finally:
@@ -103,7 +103,7 @@ def test_two_members_split_the_partitions_and_one_takes_over(
             compare_with_postgres(stack, conn, "bank", "bank")
             owners_now = conn.execute(
                 "SELECT DISTINCT member FROM _changefold.assignments WHERE group_id = ?",
-                [settings.group_id],
+                [settings.engine.group_id],
             ).fetchall()
         assert owners_now == [("member-1",)]
         # Taking over never moved an offset backwards.

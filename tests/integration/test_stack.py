@@ -22,7 +22,7 @@ def _player_events(events: list[Event], player_id: int) -> list[Event]:
 
 
 def _insert_player(settings: Settings, name: str) -> int:
-    with psycopg.connect(settings.pg_conninfo()) as conn:
+    with psycopg.connect(settings.stack.pg_conninfo()) as conn:
         row = conn.execute(
             "INSERT INTO arcade.players (name) VALUES (%s) RETURNING player_id", (name,)
         ).fetchone()
@@ -32,7 +32,7 @@ def _insert_player(settings: Settings, name: str) -> int:
 
 def test_insert_update_delete_reach_the_topic(stack: Settings) -> None:
     name, renamed = unique("ann"), unique("bob")
-    with psycopg.connect(stack.pg_conninfo()) as conn:
+    with psycopg.connect(stack.stack.pg_conninfo()) as conn:
         row = conn.execute(
             "INSERT INTO arcade.players (name) VALUES (%s) RETURNING player_id", (name,)
         ).fetchone()
@@ -93,9 +93,11 @@ def test_topics_have_the_configured_partitions(stack: Settings) -> None:
     read_until(stack, PLAYERS_TOPIC, lambda ev: len(ev) > 0)
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap_servers)
+    consumer = KafkaConsumer(bootstrap_servers=stack.stack.bootstrap_servers)
     try:
-        assert len(consumer.partitions_for_topic(PLAYERS_TOPIC) or ()) == stack.topic_partitions
+        assert (
+            len(consumer.partitions_for_topic(PLAYERS_TOPIC) or ()) == stack.stack.topic_partitions
+        )
     finally:
         consumer.close()
 
@@ -187,7 +189,7 @@ def test_down_leaves_no_process_and_up_restarts_with_the_data(stack: Settings) -
         psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids if p
     )
     st.up(echo=lambda _: None)
-    with psycopg.connect(stack.pg_conninfo()) as conn:
+    with psycopg.connect(stack.stack.pg_conninfo()) as conn:
         assert conn.execute(
             "SELECT count(*) FROM arcade.players WHERE player_id = %s", (pid_before,)
         ).fetchone() == (1,)

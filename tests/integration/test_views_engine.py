@@ -52,7 +52,7 @@ def _replay(settings: Settings, target: Path) -> None:
 
 
 def _cases(settings: Settings, first_case: int, sim_end: datetime) -> list[Case]:
-    with psycopg.connect(settings.pg_conninfo()) as pg:
+    with psycopg.connect(settings.stack.pg_conninfo()) as pg:
         rows = pg.execute(
             "SELECT case_id, scenario, account_id, txn_ids, started_at, ended_at, "
             "steps_done >= steps_planned FROM bank.fraud_truth WHERE case_id >= %s",

@@ -45,18 +45,18 @@ def fresh_db(stack: Settings) -> Iterator[MakeDb]:
 
     def make(*, load: bool = True) -> Settings:
         name = unique("cf_wl")
-        with psycopg.connect(stack.pg_conninfo("postgres"), autocommit=True) as conn:
+        with psycopg.connect(stack.stack.pg_conninfo("postgres"), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         made.append(name)
         settings = stack.with_(pg_database=name)
         if load:
-            with psycopg.connect(settings.pg_conninfo()) as conn:
+            with psycopg.connect(settings.stack.pg_conninfo()) as conn:
                 for path in sorted(settings.source_sql_dir.glob("*.sql")):
                     conn.execute(path.read_bytes())
         return settings
 
     yield make
-    with psycopg.connect(stack.pg_conninfo("postgres"), autocommit=True) as conn:
+    with psycopg.connect(stack.stack.pg_conninfo("postgres"), autocommit=True) as conn:
         for name in made:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -66,7 +66,7 @@ def fresh_db(stack: Settings) -> Iterator[MakeDb]:
 def _rows(settings: Settings, schema: str, tables: tuple[str, ...]) -> dict[str, list[str]]:
     """Every row of every table as text, in key order."""
     out = {}
-    with psycopg.connect(settings.pg_conninfo()) as conn:
+    with psycopg.connect(settings.stack.pg_conninfo()) as conn:
         for table in tables:
             query = sql.SQL("SELECT t::text FROM {} AS t ORDER BY 1").format(
                 sql.Identifier(schema, table)
@@ -76,7 +76,7 @@ def _rows(settings: Settings, schema: str, tables: tuple[str, ...]) -> dict[str,
 
 
 def _one(settings: Settings, query: str, params: tuple[object, ...] = ()) -> object:
-    with psycopg.connect(settings.pg_conninfo()) as conn:
+    with psycopg.connect(settings.stack.pg_conninfo()) as conn:
         row = conn.execute(query, params).fetchone()
     assert row is not None
     return row[0]
@@ -113,7 +113,7 @@ def test_a_second_run_continues_ids_and_time_and_leaves_the_sequences_ahead(
     assert two.id_bases[arcade_sql.SCORES] == top + 1  # type: ignore[operator]
     assert two.sim_start > newest > one.sim_start  # type: ignore[operator]
     # An insert relying on the key default gets an id above everything generated.
-    with psycopg.connect(db.pg_conninfo()) as conn:
+    with psycopg.connect(db.stack.pg_conninfo()) as conn:
         row = conn.execute(
             "INSERT INTO arcade.players (name) VALUES ('by hand') RETURNING player_id"
         ).fetchone()
@@ -125,7 +125,7 @@ def test_a_second_run_continues_ids_and_time_and_leaves_the_sequences_ahead(
 
 
 def _stat_events(settings: Settings, schema: str, tables: tuple[str, ...]) -> int:
-    with psycopg.connect(settings.pg_conninfo()) as conn:
+    with psycopg.connect(settings.stack.pg_conninfo()) as conn:
         row = conn.execute(
             "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) "
             "FROM pg_stat_user_tables WHERE schemaname = %s AND relname = ANY(%s)",
@@ -197,7 +197,7 @@ def test_every_scenario_is_in_the_ground_truth_and_money_is_conserved(fresh_db: 
     summary = run_workload(db, opts)
     assert set(summary.fraud_cases) == set(SCENARIOS)
 
-    with psycopg.connect(db.pg_conninfo()) as conn:
+    with psycopg.connect(db.stack.pg_conninfo()) as conn:
         truth = conn.execute(
             "SELECT case_id, scenario, customer_id, account_id, txn_ids, steps_done "
             "FROM bank.fraud_truth ORDER BY case_id"
@@ -254,7 +254,7 @@ def test_a_failing_transaction_leaves_nothing_behind(fresh_db: MakeDb) -> None:
             arcade_sql.insert_player(1, "duplicate", "US", "pc", EPOCH_US, EPOCH_US),
         ),
     )
-    with psycopg.connect(db.pg_conninfo(), autocommit=True) as conn:
+    with psycopg.connect(db.stack.pg_conninfo(), autocommit=True) as conn:
         writer = Writer(conn)
         with pytest.raises(WorkloadError, match="duplicate key"):
             writer.write([ok, bad], Tally())
@@ -272,8 +272,8 @@ def test_missing_schema_is_a_clear_error(fresh_db: MakeDb) -> None:
 def _cli_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
-        "CHANGEFOLD_PG_PORT": str(settings.pg_port),
-        "CHANGEFOLD_PG_DATABASE": settings.pg_database,
+        "CHANGEFOLD_PG_PORT": str(settings.stack.pg_port),
+        "CHANGEFOLD_PG_DATABASE": settings.stack.pg_database,
     }
 
 

@@ -221,11 +221,11 @@ def test_every_published_port_is_on_loopback(services: dict[str, dict[str, Any]]
 def test_published_ports_are_the_local_stack_defaults(services: dict[str, dict[str, Any]]) -> None:
     defaults = Settings()
     expected = {
-        "postgres": ("CHANGEFOLD_PG_PORT", defaults.pg_port, 5432),
-        "kafka": ("CHANGEFOLD_KAFKA_PORT", defaults.kafka_port, None),
-        "connect": ("CHANGEFOLD_CONNECT_PORT", defaults.connect_port, 8083),
-        "engine": ("CHANGEFOLD_API_PORT", defaults.api_port, defaults.api_port),
-        "dashboards": ("CHANGEFOLD_DASHBOARD_PORT", defaults.dashboard_port, 8501),
+        "postgres": ("CHANGEFOLD_PG_PORT", defaults.stack.pg_port, 5432),
+        "kafka": ("CHANGEFOLD_KAFKA_PORT", defaults.stack.kafka_port, None),
+        "connect": ("CHANGEFOLD_CONNECT_PORT", defaults.stack.connect_port, 8083),
+        "engine": ("CHANGEFOLD_API_PORT", defaults.api.api_port, defaults.api.api_port),
+        "dashboards": ("CHANGEFOLD_DASHBOARD_PORT", defaults.stack.dashboard_port, 8501),
     }
     for name, (variable, port, target) in expected.items():
         raw = services[name]["ports"]
@@ -297,7 +297,7 @@ def test_connect_environment_defines_every_connector_placeholder(
     assert env["CHANGEFOLD_PG_USER"] == pg["POSTGRES_USER"]
     assert env["CHANGEFOLD_PG_PASSWORD"] == pg["POSTGRES_PASSWORD"]
     assert env["CHANGEFOLD_PG_DATABASE"] == pg["POSTGRES_DB"]
-    assert int(interpolate(env["CHANGEFOLD_TOPIC_PARTITIONS"])) == Settings().topic_partitions
+    assert int(interpolate(env["CHANGEFOLD_TOPIC_PARTITIONS"])) == Settings().stack.topic_partitions
     assert env["CHANGEFOLD_TOPIC_REPLICATION_FACTOR"] == "1"
 
 
@@ -474,16 +474,18 @@ def test_engine_reaches_kafka_inside_and_serves_its_api_to_the_host(
     env = {k: interpolate(v) for k, v in env_of(engine).items()}
     settings = Settings.from_env(env)  # every variable is one the engine reads, and valid
     kafka_env = env_of(services["kafka"])
-    assert f"INTERNAL://{settings.bootstrap_servers}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
-    assert settings.api_host == "0.0.0.0", "inside its container the API must listen on all"
+    assert (
+        f"INTERNAL://{settings.stack.bootstrap_servers}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    )
+    assert settings.api.api_host == "0.0.0.0", "inside its container the API must listen on all"
     _ip, _published, target = published_ports(engine)[0]
-    assert int(target) == settings.api_port
+    assert int(target) == settings.api.api_port
     assert engine["command"] == ["changefold", "run"]
-    assert str(settings.state_file).startswith("/data/")
+    assert str(settings.engine.state_path).startswith("/data/")
     assert "enginedata:/data" in engine["volumes"]
     assert engine["depends_on"]["register"]["condition"] == "service_completed_successfully"
     assert engine["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert f"127.0.0.1:{settings.api_port}/health" in " ".join(engine["healthcheck"]["test"])
+    assert f"127.0.0.1:{settings.api.api_port}/health" in " ".join(engine["healthcheck"]["test"])
 
 
 def test_dashboards_read_the_engine_connect_and_postgres_services(

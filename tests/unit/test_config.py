@@ -12,16 +12,23 @@ from engine.core.errors import ConfigError
 
 def test_defaults_avoid_the_standard_ports() -> None:
     s = Settings.from_env({})
-    assert (s.pg_port, s.kafka_port, s.kafka_controller_port, s.connect_port) == (
+    assert (
+        s.stack.pg_port,
+        s.stack.kafka_port,
+        s.stack.kafka_controller_port,
+        s.stack.connect_port,
+    ) == (
         55432,
         59092,
         59093,
         58083,
     )
-    assert {5432, 9092, 9093, 8083}.isdisjoint({s.pg_port, s.kafka_port, s.connect_port})
-    assert s.bootstrap_servers == "127.0.0.1:59092"
-    assert s.stack_home == s.project_dir / ".stack"
-    assert s.jars == s.project_dir / ".stack" / "jars"
+    assert {5432, 9092, 9093, 8083}.isdisjoint(
+        {s.stack.pg_port, s.stack.kafka_port, s.stack.connect_port}
+    )
+    assert s.stack.bootstrap_servers == "127.0.0.1:59092"
+    assert s.home == s.project_dir / ".stack"
+    assert s.jars_dir == s.project_dir / ".stack" / "jars"
 
 
 def test_environment_overrides(tmp_path: Path) -> None:
@@ -33,16 +40,16 @@ def test_environment_overrides(tmp_path: Path) -> None:
             "CHANGEFOLD_STARTUP_TIMEOUT_S": "30.5",
         }
     )
-    assert s.pg_port == 6000
-    assert s.stack_home == tmp_path
-    assert s.topic_partitions == 6
-    assert s.startup_timeout_s == 30.5
-    assert "port=6000" in s.pg_conninfo()
+    assert s.stack.pg_port == 6000
+    assert s.home == tmp_path
+    assert s.stack.topic_partitions == 6
+    assert s.stack.startup_timeout_s == 30.5
+    assert "port=6000" in s.stack.pg_conninfo()
 
 
 def test_keyword_overrides_win_over_environment() -> None:
     s = Settings.from_env({"CHANGEFOLD_PG_PORT": "6000"}, pg_port=7000)
-    assert s.pg_port == 7000
+    assert s.stack.pg_port == 7000
 
 
 @pytest.mark.parametrize(

@@ -115,13 +115,13 @@ def test_children_share_the_settings_and_bind_loopback(tmp_path: Path) -> None:
     assert argv[argv.index("--server.port") + 1] == "58124"
     assert argv[argv.index("run") + 1] == str(settings.project_dir / "dashboards" / "app.py")
     for child in procs:
-        assert child.log_file.parent == settings.stack_home / "run"
+        assert child.log_file.parent == settings.home / "run"
         assert child.log_file.name.startswith("demo-")
     env = child_env(settings)
     assert env["CHANGEFOLD_API_PORT"] == "58123"
     assert env["CHANGEFOLD_PG_PORT"] == "58125"
-    assert env["CHANGEFOLD_HOME"] == str(settings.stack_home)
-    assert env["CHANGEFOLD_STATE_PATH"] == str(settings.state_file)
+    assert env["CHANGEFOLD_HOME"] == str(settings.home)
+    assert env["CHANGEFOLD_STATE_PATH"] == str(settings.engine.state_path)
 
 
 @pytest.mark.parametrize("busy", ["api_port", "dashboard_port"])
@@ -135,7 +135,7 @@ def test_a_busy_port_stops_the_demo_before_anything_starts(tmp_path: Path, busy:
         with pytest.raises(DemoError, match=rf"port {port} .* is in use"):
             run.start()
     assert run.running == [] and run.started_components == []
-    assert not (settings.stack_home / "postgres").exists(), "the stack must not start"
+    assert not (settings.home / "postgres").exists(), "the stack must not start"
     run.close()  # nothing to undo, and no error
 
 

@@ -359,7 +359,7 @@ def test_busy_port_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_binds_loopback_by_default(engine: Engine) -> None:
-    assert engine.settings.api_host == "127.0.0.1"
+    assert engine.settings.api.api_host == "127.0.0.1"
     assert engine.api.host == "127.0.0.1"
 
 

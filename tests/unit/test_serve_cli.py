@@ -46,7 +46,7 @@ def running(tmp_path: Path) -> Iterator[tuple[dict[str, str], str]]:
     settings = settings_for(tmp_path)
     api = start_api(settings, StateReader.for_connection(con))
     try:
-        yield env_for(tmp_path, settings.api_port), api.url
+        yield env_for(tmp_path, settings.api.api_port), api.url
     finally:
         api.stop()
         con.close()

@@ -124,12 +124,12 @@ class DemoOptions:
 
 def children(settings: Settings, options: DemoOptions) -> list[Child]:
     """The demo's processes, in start order."""
-    run_dir = settings.stack_home / "run"
+    run_dir = settings.home / "run"
     o = options
     cli = [sys.executable, "-m", "engine"]
     app = str(settings.project_dir / "dashboards" / "app.py")
     streamlit = (
-        f"--server.address 127.0.0.1 --server.port {settings.dashboard_port} "
+        f"--server.address 127.0.0.1 --server.port {settings.stack.dashboard_port} "
         "--server.headless true --browser.gatherUsageStats false "
         "--client.toolbarMode viewer --server.fileWatcherType none"
     )
@@ -186,8 +186,8 @@ class Demo:
     def start(self) -> None:
         s = self.settings
         for name, port, var in (
-            ("query API", s.api_port, "CHANGEFOLD_API_PORT"),
-            ("dashboards", s.dashboard_port, "CHANGEFOLD_DASHBOARD_PORT"),
+            ("query API", s.api.api_port, "CHANGEFOLD_API_PORT"),
+            ("dashboards", s.stack.dashboard_port, "CHANGEFOLD_DASHBOARD_PORT"),
         ):
             if port_in_use(port):
                 raise DemoError(
@@ -195,7 +195,7 @@ class Demo:
                     f"`changefold run`?). Stop that program, or pick another port with {var}."
                 )
         before = {c.name for c in self.stack.components if c.process.pid() is not None}
-        self.echo(f"stack in {s.stack_home}" + (" (already running)" if len(before) == 3 else ""))
+        self.echo(f"stack in {s.home}" + (" (already running)" if len(before) == 3 else ""))
         try:
             self.stack.up(echo=self.echo)
         finally:
@@ -210,12 +210,12 @@ class Demo:
             self.running.append(child)
             self.echo(f"  {child.name:<17} started (pid {child.pid}, log {child.log_file})")
             if child.name == "engine":
-                self._await(child, f"{s.api_url}/health", "its query API")
+                self._await(child, f"{s.api.url}/health", "its query API")
             elif child.name == "dashboards":
-                self._await(child, f"{s.dashboard_url}/_stcore/health", "its web server")
+                self._await(child, f"{s.stack.dashboard_url}/_stcore/health", "its web server")
 
     def _await(self, child: Child, url: str, what: str) -> None:
-        deadline = time.monotonic() + self.settings.startup_timeout_s
+        deadline = time.monotonic() + self.settings.stack.startup_timeout_s
         while True:
             status = child.exited()
             if status is not None:
@@ -226,7 +226,8 @@ class Demo:
             if time.monotonic() > deadline:
                 raise DemoError(
                     f"{child.name}: {what} did not answer at {url} within "
-                    f"{self.settings.startup_timeout_s:g} s; the last lines of {child.log_file}:\n"
+                    f"{self.settings.stack.startup_timeout_s:g} s; the last lines of "
+                    f"{child.log_file}:\n"
                     + "\n".join("    " + line for line in child.tail().splitlines())
                 )
             time.sleep(0.25)
@@ -346,10 +347,10 @@ def demo(
             run.start()
             click.echo(
                 "\nchangefold demo is running:\n"
-                f"  dashboards  {settings.dashboard_url}\n"
-                f"  query API   {settings.api_url}  (try: changefold sql "
+                f"  dashboards  {settings.stack.dashboard_url}\n"
+                f"  query API   {settings.api.url}  (try: changefold sql "
                 '"SELECT * FROM live.leaderboard LIMIT 5")\n'
-                f"  logs        {settings.stack_home / 'run'}/demo-*.log\n"
+                f"  logs        {settings.home / 'run'}/demo-*.log\n"
                 "Press Ctrl-C to stop.\n"
             )
             run.watch()

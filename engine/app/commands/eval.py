@@ -90,13 +90,13 @@ def _read_alerts(
     settings: Settings, api_url: str | None, state_path: Path | None
 ) -> tuple[list[Alert], datetime | None]:
     if state_path is None:
-        client = ApiClient(api_url or settings.api_url)
+        client = ApiClient(api_url or settings.api.url)
         if api_url or client.health() is not None:
             log.info("reading alerts through the API at %s", client.url)
-            rows: list[Any] = _api_rows(client, _ALERTS, settings.api_max_rows)
+            rows: list[Any] = _api_rows(client, _ALERTS, settings.api.api_max_rows)
             clock = _api_rows(client, _CLOCK, 1)
             return [_alert(_api_alert_row(r)) for r in rows], _when(clock[0][0]) if clock else None
-    reader = StateReader.open_file(state_path or settings.state_file)
+    reader = StateReader.open_file(state_path or settings.engine.state_path)
     try:
         with reader.cursor() as cur:
             _require_views(cur)
@@ -145,17 +145,17 @@ def _alert(r: tuple[Any, ...] | list[Any]) -> Alert:
 
 def _read_truth(settings: Settings, clock: datetime | None) -> list[Case]:
     try:
-        with psycopg.connect(settings.pg_conninfo()) as conn:
+        with psycopg.connect(settings.stack.pg_conninfo()) as conn:
             rows = conn.execute(_TRUTH).fetchall()
     except psycopg.errors.UndefinedTable:
         raise ViewError(
-            f"database {settings.pg_database!r} has no bank.fraud_truth table: load "
+            f"database {settings.stack.pg_database!r} has no bank.fraud_truth table: load "
             "sql/source/bank.sql and generate a run (`changefold generate bank`)"
         ) from None
     except psycopg.Error as exc:
         raise ViewError(
-            f"cannot read the fraud ground truth from Postgres at {settings.pg_host}:"
-            f"{settings.pg_port}: {str(exc).strip()}\nFix: start the stack (`changefold "
+            f"cannot read the fraud ground truth from Postgres at {settings.stack.pg_host}:"
+            f"{settings.stack.pg_port}: {str(exc).strip()}\nFix: start the stack (`changefold "
             "stack up`) or set CHANGEFOLD_PG_HOST/_PORT/_USER/_PASSWORD/_DATABASE"
         ) from None
     return [

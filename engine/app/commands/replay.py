@@ -85,7 +85,7 @@ def replay(
     disturbed. Ctrl-C finishes the batch in hand and leaves a resumable file:
     run the same command again to continue. A finished replay is left as is.
     """
-    sub = subscription(topics or settings.topic_list, settings.connectors_dir)
+    sub = subscription(topics or settings.engine.topic_list, settings.connectors_dir)
     job = Replay(settings, target, sub, parse_start(from_), parse_until(until))
     stop = threading.Event()
 

@@ -92,15 +92,16 @@ def run(
     if topics:
         overrides["topics"] = ",".join(topics)
     settings = settings.with_(**overrides)
-    sub = subscription(settings.topic_list, settings.connectors_dir)
-    with Store(settings.state_file) as store:
+    sub = subscription(settings.engine.topic_list, settings.connectors_dir)
+    with Store(settings.engine.state_path) as store:
         store.migrate(settings.state_sql_dir)
         runner = Runner(settings, store, sub, echo=click.echo, idle_exit_s=idle_exit)
         attach_views(settings, store, runner.writer)
         click.echo(
-            f"changefold engine: group {settings.group_id!r}, state {settings.state_file}, "
-            f"{settings.workers} member(s), commit {settings.commit_mode}; following "
-            f"{sub.describe()} on {settings.bootstrap_servers}"
+            f"changefold engine: group {settings.engine.group_id!r}, "
+            f"state {settings.engine.state_path}, "
+            f"{settings.engine.workers} member(s), commit {settings.engine.commit_mode}; following "
+            f"{sub.describe()} on {settings.stack.bootstrap_servers}"
         )
         # The read-only query API shares this process's database (DuckDB has one
         # writer process); it stops before the store closes.
@@ -132,7 +133,7 @@ def dlq(settings: Settings, limit: int, topic: str | None, as_json: bool, state_
     Opens the state file read-only; while `changefold run` holds it (DuckDB
     allows one process), stop the engine first.
     """
-    path = state_path or settings.state_file
+    path = state_path or settings.engine.state_path
     if not Path(path).exists():
         raise click.ClickException(f"no state file at {path}: run `changefold run` first")
     with Store(path, read_only=True) as store:

@@ -113,17 +113,17 @@ def _answer(
     max_rows: int | None,
 ) -> dict[str, Any]:
     if state_path is None:
-        client = ApiClient(api_url or settings.api_url)
+        client = ApiClient(api_url or settings.api.url)
         if api_url or client.health() is not None:
             log.info("querying through the API at %s", client.url)
             return client.query(query, max_rows=max_rows)
-    path = state_path or settings.state_file
+    path = state_path or settings.engine.state_path
     log.info("no engine API answered; opening %s read-only", path)
     reader = StateReader.open_file(path)
     try:
-        limit = min(max_rows or settings.api_max_rows, settings.api_max_rows)
+        limit = min(max_rows or settings.api.api_max_rows, settings.api.api_max_rows)
         result = run_query(
-            reader, query, max_rows=limit, timeout_s=settings.api_statement_timeout_s
+            reader, query, max_rows=limit, timeout_s=settings.api.api_statement_timeout_s
         )
     finally:
         reader.close()

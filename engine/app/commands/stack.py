@@ -44,7 +44,7 @@ def up(settings: Settings) -> None:
 
     The first run resolves the jars with Maven. Progress is printed per component.
     """
-    click.echo(f"starting the stack in {settings.stack_home}")
+    click.echo(f"starting the stack in {settings.home}")
     Stack(settings).up(echo=click.echo)
 
 
@@ -75,7 +75,9 @@ def status(settings: Settings, as_json: bool) -> None:
 def jars(settings: Settings) -> None:
     """Resolve the Kafka, Connect and Debezium jars with Maven (skipped when present)."""
     ran = ensure_jars(settings)
-    click.echo(("resolved jars into " if ran else "jars already resolved in ") + str(settings.jars))
+    click.echo(
+        ("resolved jars into " if ran else "jars already resolved in ") + str(settings.jars_dir)
+    )
 
 
 def _print_status(report: dict[str, Any]) -> None:

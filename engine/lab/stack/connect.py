@@ -60,18 +60,16 @@ class Connect:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = settings.stack_home / "connect"
+        self.root = settings.home / "connect"
         self.props = self.root / "worker.properties"
-        self.process = ManagedProcess(
-            "connect", settings.stack_home / "run", marker=str(self.props)
-        )
+        self.process = ManagedProcess("connect", settings.home / "run", marker=str(self.props))
 
     @property
     def port(self) -> int:
-        return self.settings.connect_port
+        return self.settings.stack.connect_port
 
     def properties(self) -> dict[str, str | int]:
-        s = self.settings
+        s = self.settings.stack
         return {
             "bootstrap.servers": s.bootstrap_servers,
             "group.id": GROUP_ID,
@@ -118,7 +116,7 @@ class Connect:
     # -- REST ----------------------------------------------------------------------------
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.settings.connect_url, timeout=10.0)
+        return httpx.Client(base_url=self.settings.stack.connect_url, timeout=10.0)
 
     def healthy(self) -> bool:
         """/health answers 200 once the worker has joined its group and read its topics."""

@@ -24,7 +24,7 @@ def pom_hash(settings: Settings) -> str:
 
 
 def jars_ready(settings: Settings) -> bool:
-    stamp = settings.jars / STAMP
+    stamp = settings.jars_dir / STAMP
     return stamp.is_file() and stamp.read_text().strip() == pom_hash(settings)
 
 
@@ -32,16 +32,16 @@ def ensure_jars(settings: Settings) -> bool:
     """Resolve the jars unless already present. Returns True if Maven ran."""
     if jars_ready(settings):
         return False
-    mvn = shutil.which(settings.mvn)
+    mvn = shutil.which(settings.stack.mvn)
     if mvn is None:
         raise StackError(
             "jars",
-            f"Maven ({settings.mvn!r}) is not installed, and the Kafka/Connect/Debezium jars "
-            f"are not yet in {settings.jars}",
+            f"Maven ({settings.stack.mvn!r}) is not installed, and the Kafka/Connect/Debezium jars "
+            f"are not yet in {settings.jars_dir}",
             fix="install Maven (apt-get install maven) or set CHANGEFOLD_MVN to its path",
         )
     pom = settings.connectors_dir / "pom.xml"
-    tmp = settings.jars.with_name(settings.jars.name + ".partial")
+    tmp = settings.jars_dir.with_name(settings.jars_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     cmd = [
@@ -66,6 +66,6 @@ def ensure_jars(settings: Settings) -> bool:
             "then run `changefold stack up` again",
         )
     (tmp / STAMP).write_text(pom_hash(settings) + "\n")
-    shutil.rmtree(settings.jars, ignore_errors=True)
-    tmp.rename(settings.jars)
+    shutil.rmtree(settings.jars_dir, ignore_errors=True)
+    tmp.rename(settings.jars_dir)
     return True

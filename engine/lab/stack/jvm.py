@@ -33,11 +33,12 @@ logger.connect.level = info
 
 def check_java(settings: Settings) -> None:
     """Fail early, with the fix, when no Java 17+ runtime is available."""
-    java = shutil.which(settings.java)
+    java = shutil.which(settings.stack.java)
     if java is None:
         raise StackError(
             "java",
-            f"no Java runtime found ({settings.java!r}); Kafka and Kafka Connect need Java 17+",
+            f"no Java runtime found ({settings.stack.java!r}); Kafka and Kafka Connect need "
+            "Java 17+",
             fix="install one (apt-get install default-jre-headless) or set JAVA_HOME / "
             "CHANGEFOLD_JAVA",
         )
@@ -74,7 +75,7 @@ def java_command(
 ) -> list[str]:
     """java argv running `main_class` on the resolved jars' classpath."""
     return [
-        settings.java,
+        settings.stack.java,
         f"-Xms{heap}",
         f"-Xmx{heap}",
         "-XX:+UseG1GC",
@@ -83,7 +84,7 @@ def java_command(
         f"-Dlog4j2.configurationFile={log_config}",
         f"-Dchangefold.component={marker}",
         "-cp",
-        str(settings.jars / "*"),
+        str(settings.jars_dir / "*"),
         main_class,
         *args,
     ]

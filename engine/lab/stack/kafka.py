@@ -25,17 +25,17 @@ class Kafka:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = settings.stack_home / "kafka"
+        self.root = settings.home / "kafka"
         self.data = self.root / "data"
         self.props = self.root / "server.properties"
-        self.process = ManagedProcess("kafka", settings.stack_home / "run", marker=str(self.props))
+        self.process = ManagedProcess("kafka", settings.home / "run", marker=str(self.props))
 
     @property
     def port(self) -> int:
-        return self.settings.kafka_port
+        return self.settings.stack.kafka_port
 
     def properties(self) -> dict[str, str | int]:
-        s = self.settings
+        s = self.settings.stack
         return {
             "process.roles": "broker,controller",
             "node.id": 1,
@@ -107,7 +107,7 @@ class Kafka:
         # The client logs every refused connection at ERROR while the broker boots.
         with quiet_logger("kafka"):
             admin = KafkaAdminClient(
-                bootstrap_servers=self.settings.bootstrap_servers,
+                bootstrap_servers=self.settings.stack.bootstrap_servers,
                 request_timeout_ms=3000,
                 bootstrap_timeout_ms=3000,
                 client_id="changefold-health",

@@ -43,24 +43,24 @@ class Postgres:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.root = settings.stack_home / "postgres"
+        self.root = settings.home / "postgres"
         self.data = self.root / "data"
         self.process = ManagedProcess(
             "postgres",
-            settings.stack_home / "run",
+            settings.home / "run",
             marker=str(self.data),
             stop_signal=signal.SIGINT,
         )
 
     @property
     def port(self) -> int:
-        return self.settings.pg_port
+        return self.settings.stack.pg_port
 
     # -- binaries and users ----------------------------------------------------------
 
     def bin_dir(self) -> Path:
-        if self.settings.pg_bin_dir:
-            return self.settings.pg_bin_dir
+        if self.settings.stack.pg_bin_dir:
+            return self.settings.stack.pg_bin_dir
         found = shutil.which("postgres") or shutil.which("initdb")
         if found:
             return Path(found).resolve().parent
@@ -78,7 +78,7 @@ class Postgres:
         )
 
     def _os_user(self) -> str | None:
-        return self.settings.pg_os_user if os.geteuid() == 0 else None
+        return self.settings.stack.pg_os_user if os.geteuid() == 0 else None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -94,7 +94,7 @@ class Postgres:
         shutil.rmtree(self.data, ignore_errors=True)
         self.data.mkdir(mode=0o700)
         pwfile = self.root / "pwfile"
-        pwfile.write_text(self.settings.pg_password + "\n")
+        pwfile.write_text(self.settings.stack.pg_password + "\n")
         user = self._os_user()
         if user is not None:
             shutil.chown(self.data, user=user, group=None)
@@ -104,7 +104,7 @@ class Postgres:
             "-D",
             str(self.data),
             "-U",
-            self.settings.pg_user,
+            self.settings.stack.pg_user,
             f"--pwfile={pwfile}",
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
@@ -137,7 +137,9 @@ class Postgres:
         return self.process.start(argv, user=self._os_user())
 
     def healthy(self) -> bool:
-        with psycopg.connect(self.settings.pg_conninfo("postgres"), connect_timeout=2) as conn:
+        with psycopg.connect(
+            self.settings.stack.pg_conninfo("postgres"), connect_timeout=2
+        ) as conn:
             conn.execute("SELECT 1")
         return True
 
@@ -150,14 +152,16 @@ class Postgres:
         changed since it was loaded is reported, not re-run (that needs `down --purge`).
         """
         s = self.settings
-        with psycopg.connect(s.pg_conninfo("postgres"), autocommit=True) as conn:
+        with psycopg.connect(s.stack.pg_conninfo("postgres"), autocommit=True) as conn:
             exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (s.pg_database,)
+                "SELECT 1 FROM pg_database WHERE datname = %s", (s.stack.pg_database,)
             ).fetchone()
             if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(s.pg_database)))
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(s.stack.pg_database))
+                )
         loaded_now: list[str] = []
-        with psycopg.connect(s.pg_conninfo()) as conn:
+        with psycopg.connect(s.stack.pg_conninfo()) as conn:
             conn.execute(
                 sql.SQL(
                     "CREATE TABLE IF NOT EXISTS public.{} (name text PRIMARY KEY, "
@@ -205,7 +209,7 @@ class Postgres:
 
     def slots(self) -> list[dict[str, Any]]:
         """Replication slots and the WAL each one retains (bytes)."""
-        with psycopg.connect(self.settings.pg_conninfo(), connect_timeout=2) as conn:
+        with psycopg.connect(self.settings.stack.pg_conninfo(), connect_timeout=2) as conn:
             rows = conn.execute(
                 "SELECT slot_name, plugin, active, "
                 "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "

@@ -84,13 +84,13 @@ class Stack:
         if not jars_ready(self.settings):
             echo("  jars       resolving Kafka, Connect and Debezium with Maven (first run only)")
             ensure_jars(self.settings)
-            echo(f"  jars       resolved into {self.settings.jars}")
+            echo(f"  jars       resolved into {self.settings.jars_dir}")
         check_java(self.settings)
         self.postgres.bin_dir()
         for comp in self.components:
             ports = [comp.port]
             if comp is self.kafka:
-                ports.append(self.settings.kafka_controller_port)
+                ports.append(self.settings.stack.kafka_controller_port)
             if comp.process.pid() is None:
                 for port in ports:
                     if port_in_use(port):
@@ -115,7 +115,7 @@ class Stack:
         pid = comp.process.pid()
         ok, last_error = wait_until(
             comp.healthy,
-            timeout_s=self.settings.startup_timeout_s,
+            timeout_s=self.settings.stack.startup_timeout_s,
             while_alive=lambda: pid is not None and comp.process.alive(pid),
         )
         if not ok:
@@ -123,7 +123,7 @@ class Stack:
             problem = (
                 "exited during startup"
                 if died
-                else f"did not become healthy within {self.settings.startup_timeout_s:.0f} s"
+                else f"did not become healthy within {self.settings.stack.startup_timeout_s:.0f} s"
             )
             raise StackError(
                 comp.name,
@@ -138,11 +138,11 @@ class Stack:
     def _register_connectors(self, echo: Echo) -> None:
         specs = load_connector_specs(self.settings)
         for spec in specs:
-            action = self.connect.register(spec, timeout_s=self.settings.startup_timeout_s)
+            action = self.connect.register(spec, timeout_s=self.settings.stack.startup_timeout_s)
             echo(f"  connector  {spec.name}: {action}")
         for spec in specs:
             t0 = time.monotonic()
-            self.connect.wait_running(spec, timeout_s=self.settings.startup_timeout_s)
+            self.connect.wait_running(spec, timeout_s=self.settings.stack.startup_timeout_s)
             echo(f"  connector  {spec.name}: RUNNING ({time.monotonic() - t0:.1f} s)")
 
     # -- down ----------------------------------------------------------------------------
@@ -155,10 +155,10 @@ class Stack:
             else:
                 echo(f"  {comp.name:<10} not running")
         if purge:
-            home = self.settings.stack_home
+            home = self.settings.home
             for sub in ("postgres", "kafka", "connect", "run"):
                 path = home / sub
-                if path.exists() and path != self.settings.jars:
+                if path.exists() and path != self.settings.jars_dir:
                     shutil.rmtree(path)
             echo(f"  purged data under {home} (resolved jars kept)")
 

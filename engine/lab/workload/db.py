@@ -32,16 +32,17 @@ def connect(settings: Settings, *, async_commit: bool = False) -> psycopg.Connec
     crash could lose the last fraction of a second of them. It lifts the one-fsync-
     per-transaction ceiling on the generation rate.
     """
+    pg = settings.stack
     try:
-        conn = psycopg.connect(settings.pg_conninfo(), autocommit=True)
+        conn = psycopg.connect(pg.pg_conninfo(), autocommit=True)
         if async_commit:
             conn.execute("SET synchronous_commit = off")
         return conn
     except psycopg.Error as exc:
         reason = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
         raise WorkloadError(
-            f"cannot connect to Postgres at {settings.pg_host}:{settings.pg_port}, database "
-            f"{settings.pg_database!r}: {reason}\n"
+            f"cannot connect to Postgres at {pg.pg_host}:{pg.pg_port}, database "
+            f"{pg.pg_database!r}: {reason}\n"
             "Fix: start the local stack with `changefold stack up`, or point "
             "CHANGEFOLD_PG_HOST / CHANGEFOLD_PG_PORT / CHANGEFOLD_PG_DATABASE at a running "
             "server."

@@ -126,7 +126,7 @@ def _run(
     missing = db.missing_tables(conn, domain.required)
     if missing:
         raise WorkloadError(
-            f"the {domain.name} schema is not loaded in database {settings.pg_database!r} "
+            f"the {domain.name} schema is not loaded in database {settings.stack.pg_database!r} "
             f"(missing: {', '.join(missing)}).\n"
             f"Fix: `changefold stack up` loads sql/source/{domain.sql_file} into the stack's "
             "database; for another database load that file yourself (psql -f)."
