@@ -1,17 +1,14 @@
-"""One member of the engine's consumer group.
+"""A member of the engine's consumer group: the live batch source of `changefold run`.
 
-The member never trusts Kafka's committed offsets: on every assignment it
-seeks each partition to the offset stored in DuckDB with the state (earliest
-when there is none). kafka-python runs the rebalance callbacks inside
-`poll()`, and a member polls only after its previous batch is folded and
-committed, so no batch is in flight while partitions move.
+Also the consumer settings and the error translation that every Kafka reader of
+the engine shares (`open_consumer`, `check_topics`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -21,34 +18,30 @@ from kafka.structs import OffsetAndMetadata
 from engine.core.config import Settings
 from engine.core.errors import KafkaUnavailableError, TopicMissingError
 from engine.core.positions import PartitionProgress
+from engine.ingest.source import Key, Polled, Rebalance, describe
 
 log = logging.getLogger(__name__)
 
 #: How long the engine tries to reach Kafka at start before it gives up.
 BOOTSTRAP_TIMEOUT_MS = 10_000
 
-#: Called with (member name, assigned partitions) after every assignment.
-AssignmentHook = Callable[[str, list[TopicPartition]], None]
-#: Returns the stored next offset per (topic, partition).
-OffsetSource = Callable[[], dict[tuple[str, int], int]]
-
 
 def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
     """Consumer settings shared by members and tools (benchmarks) reading the same topics."""
     return {
-        "bootstrap_servers": settings.bootstrap_servers,
+        "bootstrap_servers": settings.stack.bootstrap_servers,
         "client_id": client_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "allow_auto_create_topics": False,
         "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
-        "max_poll_records": settings.batch_max_records,
-        "fetch_max_bytes": max(settings.batch_max_bytes, 1024 * 1024),
-        "max_partition_fetch_bytes": max(settings.batch_max_bytes // 4, 1024 * 1024),
-        "fetch_max_wait_ms": min(settings.batch_max_wait_ms, 500),
+        "max_poll_records": settings.engine.batch_max_records,
+        "fetch_max_bytes": max(settings.engine.batch_max_bytes, 1024 * 1024),
+        "max_partition_fetch_bytes": max(settings.engine.batch_max_bytes // 4, 1024 * 1024),
+        "fetch_max_wait_ms": min(settings.engine.batch_max_wait_ms, 500),
         "metadata_max_age_ms": 10_000,
-        "session_timeout_ms": settings.consumer_session_timeout_ms,
-        "heartbeat_interval_ms": max(settings.consumer_session_timeout_ms // 3, 500),
+        "session_timeout_ms": settings.engine.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.engine.consumer_session_timeout_ms // 3, 500),
     }
 
 
@@ -63,7 +56,7 @@ def open_consumer(settings: Settings, client_id: str, **extra: Any) -> KafkaCons
         return KafkaConsumer(**{**kafka_config(settings, client_id), **extra})
     except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
         raise KafkaUnavailableError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} "
+            f"cannot reach Kafka at {settings.stack.bootstrap_servers} "
             f"(gave up after {BOOTSTRAP_TIMEOUT_MS // 1000} s: {exc}). Start the stack with "
             "`changefold stack up`, or point CHANGEFOLD_KAFKA_PORT at your broker"
         ) from None
@@ -87,20 +80,24 @@ def check_topics(consumer: KafkaConsumer, topics: Sequence[str]) -> None:
 
 
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
-    def __init__(self, member: Member) -> None:
+    """kafka-python's listener, forwarding to the loop's Rebalance of the current poll."""
+
+    def __init__(self, member: KafkaGroupMember) -> None:
         self.member = member
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        member = self.member
         # Finish the batches in flight first: no batch is folding while partitions move.
-        self.member.before_revoke()
+        member.rebalance().revoking([(tp.topic, tp.partition) for tp in revoked])
         if revoked:
-            log.info("%s: partitions revoked: %s", self.member.name, _names(revoked))
-        self.member.assigned = []
-        self.member.positions = {}
+            log.info("%s: partitions revoked: %s", member.name, _names(revoked))
+        member.assigned = []
+        member.positions = {}
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         member = self.member
-        stored = member.stored_offsets()
+        member.assigned = sorted(assigned)
+        stored = member.rebalance().assigned([(tp.topic, tp.partition) for tp in member.assigned])
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
             if offset is None:
@@ -118,37 +115,38 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
                     offset,
                 )
             member.positions[tp] = offset
-        member.assigned = sorted(assigned)
-        member.on_assigned(member.name, member.assigned)
 
 
-class Member:
-    """A consumer group member: poll a bounded batch, then commit what was folded."""
+class KafkaGroupMember:
+    """A consumer group member as a batch source (engine.ingest.source): polls bounded
+    batches, seeks to the stored positions on every assignment, commits folded ones.
+
+    The member never trusts Kafka's committed offsets: on every assignment it seeks
+    each partition to the position the state stores (earliest when there is none).
+    kafka-python runs the rebalance callbacks inside `poll()`, where the loop first
+    finishes and checkpoints the batches in hand.
+    """
 
     def __init__(
         self,
         settings: Settings,
         name: str,
         *,
-        stored_offsets: OffsetSource,
-        on_assigned: AssignmentHook,
         topics: Sequence[str] = (),
         pattern: str | None = None,
         commit_mode: str = "sync",
     ) -> None:
         self.name = name
         self.settings = settings
-        self.stored_offsets = stored_offsets
-        self.on_assigned = on_assigned
         self.commit_mode = commit_mode
         self.assigned: list[TopicPartition] = []
-        #: Called before partitions are revoked (the lane waits for its folder there).
-        self.before_revoke: Callable[[], None] = lambda: None
         #: Next offset to read per assigned partition, as far as this member knows
         #: (None: from the beginning, nothing read yet).
         self.positions: dict[TopicPartition, int | None] = {}
-        self._join_wait_ms = settings.consumer_session_timeout_ms + 5_000
-        self.consumer = open_consumer(settings, name, group_id=settings.group_id)
+        self._rebalance: Rebalance | None = None
+        self._closed = False
+        self._join_wait_ms = settings.engine.consumer_session_timeout_ms + 5_000
+        self.consumer = open_consumer(settings, name, group_id=settings.engine.group_id)
         listener = _SeekToStoredOffsets(self)
         if topics:
             check_topics(self.consumer, topics)
@@ -156,27 +154,40 @@ class Member:
         else:
             self.consumer.subscribe(pattern=pattern, listener=listener)
 
-    def poll(self) -> list[Any]:
+    def rebalance(self) -> Rebalance:
+        if self._rebalance is None:  # kafka-python calls the listener only inside poll()
+            raise RuntimeError(f"{self.name}: a rebalance outside poll()")
+        return self._rebalance
+
+    def poll(self, rebalance: Rebalance) -> Polled:
         """One batch: at most batch_max_records records and (about) batch_max_bytes bytes.
 
         Records past the byte bound are given back: their partitions are rewound
         to the first record not taken.
         """
-        polled = self.consumer.poll(
-            timeout_ms=self._poll_timeout_ms(),
-            max_records=self.settings.batch_max_records,
-        )
+        self._rebalance = rebalance
+        try:
+            polled = self.consumer.poll(
+                timeout_ms=self._poll_timeout_ms(),
+                max_records=self.settings.engine.batch_max_records,
+            )
+        finally:
+            self._rebalance = None
         records: list[Any] = []
         for batch in polled.values():
             records.extend(batch)
-        limit = self.settings.batch_max_bytes
+        limit = self.settings.engine.batch_max_bytes
         total = 0
         for i, rec in enumerate(records):
             total += len(rec.value or b"") + len(rec.key or b"")
             if total > limit and i > 0:
                 self._give_back(records[i:])
-                return records[:i]
-        return records
+                records = records[:i]
+                break
+        for rec in records:
+            self.positions[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+        ends = {key: self._end_offset(*key) for key in {(r.topic, r.partition) for r in records}}
+        return Polled(records, ends)
 
     def _poll_timeout_ms(self) -> int:
         """batch_max_wait_ms, but long while the member (re)joins the group.
@@ -189,8 +200,8 @@ class Member:
         rebalance: every member's next poll, or a dead member's session timeout.
         """
         if self._joining():
-            return max(self.settings.batch_max_wait_ms, self._join_wait_ms)
-        return self.settings.batch_max_wait_ms
+            return max(self.settings.engine.batch_max_wait_ms, self._join_wait_ms)
+        return self.settings.engine.batch_max_wait_ms
 
     def _joining(self) -> bool:
         # kafka-python internals, read only; any surprise means "not joining".
@@ -212,11 +223,6 @@ class Member:
         for tp, offset in first.items():
             self.consumer.seek(tp, offset)
 
-    def advanced(self, progress: Sequence[PartitionProgress]) -> None:
-        """Record the positions after a folded batch."""
-        for p in progress:
-            self.positions[TopicPartition(p.topic, p.partition)] = p.next_offset
-
     def caught_up(self) -> bool:
         """True when every assigned partition has been read up to its high watermark."""
         for tp in self.assigned:
@@ -228,20 +234,22 @@ class Member:
                 return False
         return True
 
-    def end_offset(self, topic: str, partition: int) -> int | None:
+    def _end_offset(self, topic: str, partition: int) -> int | None:
         value = self.consumer.highwater(TopicPartition(topic, partition))
         return int(value) if value is not None else None
 
-    def rewind(
-        self, progress: Sequence[PartitionProgress], stored: dict[tuple[str, int], int]
-    ) -> None:
-        """Discard a batch: seek its partitions back (or ahead, to the stored offsets)."""
-        for p in progress:
-            tp = TopicPartition(p.topic, p.partition)
+    def seek(self, positions: Mapping[Key, int]) -> None:
+        """Read from these positions next (a batch refused as stale is skipped)."""
+        for (topic, partition), offset in positions.items():
+            tp = TopicPartition(topic, partition)
             if tp in self.assigned:
-                self.consumer.seek(tp, stored.get((p.topic, p.partition), p.first_offset))
+                self.consumer.seek(tp, offset)
+                self.positions[tp] = offset
 
-    def commit(self, progress: Sequence[PartitionProgress]) -> float:
+    def finish(self, partitions: Sequence[Key]) -> None:
+        """A group member follows its partitions for good: nothing to finish."""
+
+    def checkpoint(self, progress: Sequence[PartitionProgress]) -> float:
         """Commit the folded positions to Kafka; returns milliseconds spent.
 
         The stored offsets in DuckDB stay the truth; a failed commit only makes
@@ -275,6 +283,9 @@ class Member:
             )
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.consumer.close(autocommit=False)
         except Exception as exc:  # closing must not hide the reason the loop ended
@@ -282,12 +293,4 @@ class Member:
 
 
 def _names(partitions: Sequence[TopicPartition]) -> str:
-    grouped: dict[str, list[int]] = {}
-    for tp in sorted(partitions):
-        grouped.setdefault(tp.topic, []).append(tp.partition)
-    return ", ".join(f"{t}[{','.join(map(str, ps))}]" for t, ps in grouped.items()) or "(none)"
-
-
-def describe(partitions: Sequence[TopicPartition]) -> str:
-    """`topic[0,1], other[2]`: how logs and the status line name a set of partitions."""
-    return _names(partitions)
+    return describe([(tp.topic, tp.partition) for tp in partitions])

@@ -1,14 +1,14 @@
-"""The engine loop: members poll, decode and fold batches until told to stop.
+"""The engine's members: N sources, each folded by its own loop, into one state.
 
-Each member is a lane (engine.ingest.lane): a poller thread that owns the
-Kafka consumer and a folder thread that decodes and folds, with ONE batch
-handed over at a time. That is the backpressure: when folding falls behind
-the poller blocks, nobody fetches, and memory stays bounded by the batch
-limits whatever the topic size. The members share one state file; its writer
-lock serializes their transactions.
+Each member is a `FoldLoop` (engine.ingest.loop) over a batch source (a Kafka
+group member for `changefold run`, an in-memory one in tests) and a
+`CheckpointedStep` on the shared state writer; the writer's lock serializes
+their DuckDB transactions. Backpressure is the loop's one-batch hand-over:
+when folding falls behind the poller blocks, nobody fetches, and memory stays
+bounded by the batch limits whatever the topic size.
 
 SIGINT/SIGTERM set the stop flag: every member finishes the batches in hand,
-commits them, leaves the group, and `run` returns.
+checkpoints them, leaves the group, and `run` returns.
 """
 
 from __future__ import annotations
@@ -17,22 +17,20 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-from kafka import TopicPartition
-
-from engine.core.config import Settings
-from engine.ingest.kafka_group import Member, describe
-from engine.ingest.lane import Folded, Lane
-from engine.ingest.topics import Subscription
-from engine.state.store import Store
+from engine.ingest.loop import FoldLoop
+from engine.ingest.source import BatchSource, Key, describe
+from engine.ingest.step import CheckpointedStep, Folded, Outcome, Refused
 from engine.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
+#: Opens the source of one member, given its name ("member-1", ...).
+OpenSource = Callable[[str], BatchSource]
 
 
 @dataclass
@@ -45,6 +43,7 @@ class RunStats:
     upserts: int = 0
     deletes: int = 0
     dead_letters: int = 0
+    #: Batches refused because another member had folded past them.
     stale_batches: int = 0
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -60,59 +59,49 @@ class RunStats:
 class Runner:
     def __init__(
         self,
-        settings: Settings,
-        store: Store,
-        subscription: Subscription,
+        writer: StateWriter,
+        open_source: OpenSource,
         *,
+        workers: int = 1,
         echo: Echo | None = None,
         idle_exit_s: float | None = None,
     ) -> None:
-        self.settings = settings
-        self.subscription = subscription
-        self.writer = StateWriter(
-            store, settings.group_id, keep_batches=settings.metrics_keep_batches
-        )
+        self.writer = writer
+        self.open_source = open_source
+        self.workers = workers
         self.echo = echo or (lambda line: log.info("%s", line))
         self.idle_exit_s = idle_exit_s
         self.stop = threading.Event()
         self.stats = RunStats()
         self._stats_lock = threading.Lock()
         self._joined: set[str] = set()
-        self._lanes: dict[str, Lane] = {}
+        self._loops: dict[str, FoldLoop] = {}
+        self._left: set[str] = set()
         self._last_activity = time.monotonic()
         self._errors: list[BaseException] = []
-        self.members: list[Member] = []
+        self.sources: list[BatchSource] = []
         self._member_stop: dict[str, threading.Event] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start_members(self) -> None:
-        """Join the group with `workers` members (raises if Kafka or a topic is missing)."""
+        """Open `workers` sources (raises if one cannot be opened: Kafka or a topic missing)."""
         try:
-            for i in range(self.settings.workers):
-                self.members.append(
-                    Member(
-                        self.settings,
-                        f"member-{i + 1}",
-                        stored_offsets=self.writer.stored_offsets,
-                        on_assigned=self._assigned,
-                        topics=self.subscription.topics,
-                        pattern=self.subscription.pattern,
-                        commit_mode=self.settings.commit_mode,
-                    )
-                )
+            for i in range(self.workers):
+                self.sources.append(self.open_source(f"member-{i + 1}"))
         except BaseException:
             self.close_members()
             raise
 
     def run(self) -> RunStats:
-        """Run until stopped (signal, `stop.set()`, idle exit, or an error, which is raised)."""
-        if not self.members:
+        """Run until stopped (signal, `stop.set()`, idle exit, every input ended, or an
+        error, which is raised)."""
+        if not self.sources:
             self.start_members()
         restore = self._install_signal_handlers()
         threads = [
-            threading.Thread(target=self._member_loop, args=(m,), name=m.name, daemon=True)
-            for m in self.members
+            threading.Thread(target=self._member_loop, args=(s,), name=s.name, daemon=True)
+            for s in self.sources
         ]
         try:
             for t in threads:
@@ -123,8 +112,11 @@ class Runner:
                 if self._idle_long_enough():
                     log.info("no records for %.1f s: stopping", self.idle_exit_s)
                     self.stop.set()
+                if self.stop.is_set():
+                    self._stop_members()
         finally:
             self.stop.set()
+            self._stop_members()
             for t in threads:
                 t.join()
             restore()
@@ -134,15 +126,24 @@ class Runner:
         return self.stats
 
     def close_members(self) -> None:
-        for m in self.members:
-            if not self._member_stop.get(m.name, threading.Event()).is_set():
-                m.close()
-        self.members = []
+        for source in self.sources:
+            source.close()
+        self.sources = []
 
     def stop_member(self, name: str) -> None:
         """Stop one member: it finishes its batch and leaves the group; the others
         take over its partitions (from the offsets stored in DuckDB)."""
-        self._member_stop.setdefault(name, threading.Event()).set()
+        self._stop_event(name).set()
+
+    def _stop_members(self) -> None:
+        with self._stats_lock:
+            events = list(self._member_stop.values())
+        for event in events:
+            event.set()
+
+    def _stop_event(self, name: str) -> threading.Event:
+        with self._stats_lock:
+            return self._member_stop.setdefault(name, threading.Event())
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -168,42 +169,39 @@ class Runner:
 
     def _idle_long_enough(self) -> bool:
         """Idle exit: every member read all its partitions and nothing came for a while."""
-        if self.idle_exit_s is None or len(self._joined) < len(self.members):
+        if self.idle_exit_s is None or len(self._joined) < len(self.sources):
             return False
-        if not all(lane.caught_up or lane.leave.is_set() for lane in self._lanes.values()):
+        if not all(
+            loop.caught_up or name in self._left for name, loop in list(self._loops.items())
+        ):
             return False
         with self._stats_lock:
             return time.monotonic() - self._last_activity > self.idle_exit_s
 
     # -- members --------------------------------------------------------------------------
 
-    def _assigned(self, member: str, partitions: list[TopicPartition]) -> None:
-        self.writer.record_assignment(member, [(tp.topic, tp.partition) for tp in partitions])
-        with self._stats_lock:
-            self.stats.owners[member] = [describe([tp]) for tp in partitions]
-            self._joined.add(member)
-            self._last_activity = time.monotonic()
-        self.echo(f"{member} owns {describe(partitions)}")
-
-    def _member_loop(self, member: Member) -> None:
-        lane = Lane(
-            member,
-            self.writer,
-            stop=self.stop,
-            on_folded=self._folded,
-            on_error=self._failed,
+    def _member_loop(self, source: BatchSource) -> None:
+        # The member stops with the engine (run sets every member's event), or alone.
+        mine = self._stop_event(source.name)
+        if self.stop.is_set():
+            mine.set()
+        loop = FoldLoop(
+            source,
+            CheckpointedStep(self.writer, source.name),
+            stop=mine,
+            on_outcome=self._outcome,
+            on_assigned=self._assigned,
         )
-        self._lanes[member.name] = lane
-        mine = self._member_stop.setdefault(member.name, threading.Event())
-        lane.leave = mine
+        self._loops[source.name] = loop
         try:
-            lane.run()
-            if mine.is_set():
-                member.close()
-                self.writer.record_assignment(member.name, [])
+            loop.run()
+            if not self.stop.is_set():
+                source.close()
+                self.writer.record_assignment(source.name, [])
                 with self._stats_lock:
-                    self.stats.owners[member.name] = []
-                self.echo(f"{member.name} left the group")
+                    self.stats.owners[source.name] = []
+                    self._left.add(source.name)
+                self.echo(f"{source.name} left the group")
         except BaseException as exc:
             self._failed(exc)
 
@@ -212,21 +210,33 @@ class Runner:
         self._errors.append(exc)
         self.stop.set()
 
-    def _folded(self, member: Member, folded: Folded, commit_ms: float) -> None:
+    def _assigned(self, source: BatchSource, partitions: Sequence[Key]) -> None:
+        with self._stats_lock:
+            self.stats.owners[source.name] = [describe([key]) for key in partitions]
+            self._joined.add(source.name)
+            self._last_activity = time.monotonic()
+        self.echo(f"{source.name} owns {describe(partitions)}")
+
+    def _outcome(self, source: BatchSource, outcome: Outcome, commit_ms: float) -> None:
         now = time.monotonic()
-        result = folded.result
         with self._stats_lock:
             s = self.stats
+            self._last_activity = now
+            if isinstance(outcome, Refused):
+                s.stale_batches += 1
+                return
+            if not isinstance(outcome, Folded):
+                return
+            result = outcome.result
             s.batches += 1
-            s.records += folded.records
-            s.bytes += folded.bytes
+            s.records += outcome.records
+            s.bytes += outcome.bytes
             s.upserts += result.upserts
             s.deletes += result.deletes
             s.dead_letters += result.dead_letters
-            s.decode_ms += folded.decode_ms
+            s.decode_ms += outcome.decode_ms
             s.fold_ms += result.fold_ms
             s.commit_ms += commit_ms
-            s.member_batches[member.name] = s.member_batches.get(member.name, 0) + 1
+            s.member_batches[source.name] = s.member_batches.get(source.name, 0) + 1
             s.first_batch_at = s.first_batch_at or now
             s.last_batch_at = now
-            self._last_activity = now

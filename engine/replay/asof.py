@@ -18,7 +18,7 @@ from engine.core.config import Settings
 from engine.core.errors import ReplayError
 from engine.ingest.topics import subscription
 from engine.replay.bounds import StartSpec, parse_until
-from engine.replay.runner import Replay
+from engine.replay.runner import OpenWriter, Replay
 
 
 def cache_path(settings: Settings, when: datetime) -> Path:
@@ -26,8 +26,9 @@ def cache_path(settings: Settings, when: datetime) -> Path:
     return settings.home / "replays" / f"as-of-{stamp}.duckdb"
 
 
-def state_as_of(settings: Settings, text: str) -> Path:
-    """A complete state file as of `text` (an ISO time), built by replay when not cached."""
+def state_as_of(settings: Settings, text: str, open_writer: OpenWriter) -> Path:
+    """A complete state file as of `text` (an ISO time), built by replay when not cached
+    (with the writer, and so the views, that `open_writer` gives)."""
     until = parse_until(text)
     if until.time is None:
         raise ReplayError("--as-of needs a time (ISO 8601), e.g. 2026-11-26T10:15:00Z")
@@ -38,7 +39,9 @@ def state_as_of(settings: Settings, text: str) -> Path:
         )
     path = cache_path(settings, until.time)
     sub = subscription(settings.engine.topic_list, settings.connectors_dir)
-    result = Replay(settings, path, sub, StartSpec("earliest"), until).run(threading.Event())
+    result = Replay(settings, path, sub, StartSpec("earliest"), until, open_writer=open_writer).run(
+        threading.Event()
+    )
     if not result.complete:
         raise ReplayError(f"the replay into {path} did not finish; run the query again")
     return path

@@ -13,22 +13,19 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import polars as pl
 from kafka import KafkaConsumer, TopicPartition
 
-from engine.app.wiring import attach_views
 from engine.core.config import Settings
 from engine.core.errors import ReplayError
-from engine.decode.decoder import Decoder
-from engine.decode.model import OFFSET, PARTITION, SOURCE_TS_MS
-from engine.decode.records import DecodedBatch
 from engine.ingest.kafka_group import open_consumer
-from engine.ingest.kafka_ranges import Fetcher
+from engine.ingest.kafka_ranges import KafkaRanges
+from engine.ingest.loop import FoldLoop
+from engine.ingest.source import BatchSource
+from engine.ingest.step import CheckpointedStep, Folded, Outcome
 from engine.ingest.topics import Subscription
 from engine.replay import meta as replay_meta
 from engine.replay.bounds import StartSpec, UntilSpec, resolve
@@ -40,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Called after each batch with (events consumed so far, total events to consume).
 ProgressHook = Callable[[int, int], None]
+#: Opens the writer of a replay's state (group REPLAY_GROUP), with or without views.
+OpenWriter = Callable[[Store, str], StateWriter]
 
 
 @dataclass
@@ -65,19 +64,19 @@ class Replay:
         start: StartSpec,
         until: UntilSpec,
         *,
-        views: bool = True,
+        open_writer: OpenWriter,
     ) -> None:
         self.settings = settings
         self.target = target
         self.subscription = subscription
         self.start = start
         self.until = until
-        self.views = views
+        self.open_writer = open_writer
 
     # -- entry point --------------------------------------------------------------------
 
     def run(self, stop: threading.Event, on_progress: ProgressHook | None = None) -> ReplayResult:
-        if self.target.resolve() == Path(self.settings.state_file).resolve():
+        if self.target.resolve() == Path(self.settings.engine.state_path).resolve():
             raise ReplayError(
                 f"{self.target} is the live engine's state file; replay into another path"
             )
@@ -89,11 +88,7 @@ class Replay:
             wanted = self._wanted_meta(consumer, topics, tps, existing)
             with Store(self.target) as store:
                 store.migrate(self.settings.state_sql_dir)
-                writer = StateWriter(
-                    store, REPLAY_GROUP, keep_batches=self.settings.metrics_keep_batches
-                )
-                if self.views:
-                    attach_views(self.settings, store, writer)
+                writer = self.open_writer(store, REPLAY_GROUP)
                 if existing is None:
                     with store.transaction() as conn:
                         replay_meta.save(conn, wanted)
@@ -125,7 +120,7 @@ class Replay:
             return list(existing.topics)
         if not names:
             raise ReplayError(
-                f"no change topics on {self.settings.bootstrap_servers} match "
+                f"no change topics on {self.settings.stack.bootstrap_servers} match "
                 f"{self.subscription.describe()}: is the stack up and has a table changed yet?"
             )
         return names
@@ -168,95 +163,42 @@ class Replay:
         stop: threading.Event,
         on_progress: ProgressHook | None,
     ) -> None:
-        stored = writer.stored_offsets()
-        position = {k: stored.get(k, meta.start_offsets.get(k, 0)) for k in meta.end_offsets}
-        fetcher = Fetcher(
+        source = KafkaRanges(
             consumer,
-            position,
+            meta.start_offsets,
             meta.end_offsets,
-            max_wait_ms=self.settings.batch_max_wait_ms,
-            max_records=self.settings.batch_max_records,
+            max_wait_ms=self.settings.engine.batch_max_wait_ms,
+            max_records=self.settings.engine.batch_max_records,
         )
-        #: Partitions not yet read to their end (or to the --until time), as folded.
-        remaining = set(fetcher.remaining)
-        total = meta.total
-        done = sum(position[k] - meta.start_offsets.get(k, 0) for k in position)
-        decoder = Decoder()
         until_ms = None if meta.until_ts is None else int(meta.until_ts.timestamp() * 1000)
+        step = CheckpointedStep(writer, "replay", until_ms=until_ms)
+        stored = writer.stored_offsets()
+        total = meta.total
+        done = sum(
+            stored.get(k, meta.start_offsets.get(k, 0)) - meta.start_offsets.get(k, 0)
+            for k in meta.end_offsets
+        )
+
+        def folded(_source: BatchSource, outcome: Outcome, _commit_ms: float) -> None:
+            nonlocal done
+            if isinstance(outcome, Folded):
+                done += outcome.records
+                result.events += outcome.records
+                result.batches += 1
+            if on_progress:
+                on_progress(min(done, total), total)
+
         t0 = time.perf_counter()
         if on_progress:
             on_progress(done, total)
-        fetcher.start()
-        try:
-            while remaining and not stop.is_set():
-                fetched = fetcher.next()
-                if fetched is None:
-                    break
-                # Records of a partition cut at the --until time after they were fetched.
-                records = [r for r in fetched.records if (r.topic, r.partition) in remaining]
-                if records:
-                    t_decode = time.perf_counter()
-                    batch, records, cut = self._decode(decoder, writer, records, until_ms)
-                    decode_ms = (time.perf_counter() - t_decode) * 1000
-                    for key in cut:
-                        fetcher.cut(key)
-                        remaining.discard(key)
-                    if records:
-                        self._write(writer, batch, records, meta, decode_ms)
-                        done += len(records)
-                        result.events += len(records)
-                        result.batches += 1
-                remaining -= fetched.finished
-                if on_progress:
-                    on_progress(done if remaining else total, total)
-        finally:
-            fetcher.close()
+        ended = FoldLoop(source, step, stop=stop, on_outcome=folded).run()
         result.seconds = time.perf_counter() - t0
-        if not remaining:
+        if ended:
+            if on_progress:
+                on_progress(total, total)
             with store.transaction() as conn:
                 replay_meta.mark_finished(conn)
             result.complete = True
-
-    def _decode(
-        self,
-        decoder: Decoder,
-        writer: StateWriter,
-        records: list[Any],
-        until_ms: int | None,
-    ) -> tuple[DecodedBatch, list[Any], set[tuple[str, int]]]:
-        """Decode; with a time bound, drop each partition's records from its first change
-        committed after the bound on (that partition is then complete)."""
-        batch = decoder.decode(records, writer.known_schemas())
-        if until_ms is None:
-            return batch, records, set()
-        cut: dict[tuple[str, int], int] = {}
-        for table in batch.tables:
-            late = (
-                table.frame.filter(pl.col(SOURCE_TS_MS) > until_ms)
-                .group_by(PARTITION)
-                .agg(pl.col(OFFSET).min())
-            )
-            for partition, offset in late.iter_rows():
-                key = (table.topic, int(partition))
-                cut[key] = min(cut.get(key, offset), int(offset))
-        if not cut:
-            return batch, records, set()
-        kept = [r for r in records if r.offset < cut.get((r.topic, r.partition), r.offset + 1)]
-        return decoder.decode(kept, writer.known_schemas()), kept, set(cut)
-
-    def _write(
-        self,
-        writer: StateWriter,
-        batch: DecodedBatch,
-        records: list[Any],
-        meta: ReplayMeta,
-        decode_ms: float,
-    ) -> None:
-        progress = tuple(
-            replace(p, end_offset=meta.end_offsets.get((p.topic, p.partition)))
-            for p in batch.progress
-        )
-        writer.write(batch, member="replay", progress=progress, decode_ms=decode_ms)
 
 
 def _partitions(consumer: KafkaConsumer, topics: list[str]) -> list[TopicPartition]:

@@ -9,8 +9,8 @@ from engine_support import compare_with_postgres, stored_offsets, wait_topics_qu
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from support import unique
 
+from engine.app.build import engine_runner
 from engine.core.config import Settings
-from engine.ingest.runner import Runner
 from engine.ingest.topics import subscription
 from engine.state.store import Store
 
@@ -57,7 +57,9 @@ def _replay(settings: Settings, ends: dict[tuple[str, int], int]) -> int:
 
 def _catch_up(settings: Settings, store: Store) -> None:
     """Run the engine until no record arrived for 4 s."""
-    Runner(settings, store, subscription((), settings.connectors_dir), idle_exit_s=4).run()
+    engine_runner(
+        settings, store, subscription((), settings.connectors_dir), views=False, idle_exit_s=4
+    ).run()
 
 
 def test_replayed_events_leave_the_state_unchanged(stack: Settings, tmp_path: Path) -> None:

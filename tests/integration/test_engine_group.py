@@ -19,8 +19,8 @@ from engine_support import (
 )
 from support import unique
 
+from engine.app.build import engine_runner
 from engine.core.config import Settings
-from engine.ingest.runner import Runner
 from engine.ingest.topics import subscription
 from engine.state.store import Store
 
@@ -36,7 +36,9 @@ def test_two_members_split_the_partitions_and_one_takes_over(
     )
     with Store(tmp_path / "state.duckdb") as store:
         store.migrate(settings.state_sql_dir)
-        runner = Runner(settings, store, subscription((), settings.connectors_dir))
+        runner = engine_runner(
+            settings, store, subscription((), settings.connectors_dir), views=False
+        )
         runner.start_members()
         failure: list[BaseException] = []
 

@@ -16,6 +16,7 @@ import pytest
 from engine_support import EngineProcess, engine_env, wait_topics_quiet, workload
 from support import unique
 
+from engine.app.build import replay_job
 from engine.core.config import Settings
 from engine.core.errors import ReplayError
 from engine.ingest.topics import subscription
@@ -143,7 +144,7 @@ def test_interrupted_replay_resumes_to_the_same_state(stack: Settings, tmp_path:
     sub = subscription((), settings.connectors_dir)
 
     def job(target: Path) -> Replay:
-        return Replay(settings, target, sub, StartSpec("earliest"), UntilSpec())
+        return replay_job(settings, target, sub, StartSpec("earliest"), UntilSpec())
 
     whole = tmp_path / "whole.duckdb"
     assert job(whole).run(threading.Event()).complete
@@ -173,13 +174,13 @@ def test_bad_bounds_and_targets_change_nothing(stack: Settings, tmp_path: Path) 
     offsets = tmp_path / "offsets.json"
     offsets.write_text(json.dumps({"no.such.topic": {"0": 1}}))
     with pytest.raises(ReplayError, match="names topics this replay does not read"):
-        Replay(
+        replay_job(
             stack, tmp_path / "a.duckdb", sub, StartSpec("offsets", path=offsets), UntilSpec()
         ).run(threading.Event())
     # A time before the retained history names the earliest available time.
     long_ago = UntilSpec(datetime(2001, 1, 1, tzinfo=UTC))
     with pytest.raises(ReplayError, match="earliest event still in the topics is from"):
-        Replay(stack, tmp_path / "b.duckdb", sub, StartSpec("earliest"), long_ago).run(
+        replay_job(stack, tmp_path / "b.duckdb", sub, StartSpec("earliest"), long_ago).run(
             threading.Event()
         )
     assert not (tmp_path / "a.duckdb").exists() and not (tmp_path / "b.duckdb").exists()

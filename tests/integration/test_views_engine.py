@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from engine_support import engine_env, wait_topics_quiet
 
+from engine.app.build import replay_job
 from engine.app.cli import main
 from engine.core.config import Settings
 from engine.ingest.topics import subscription
@@ -23,7 +24,6 @@ from engine.lab.views.scratch import differences
 from engine.lab.views.simulate import read_alerts
 from engine.lab.workload.runner import RunSummary, WorkloadOptions, run_workload
 from engine.replay.bounds import StartSpec, UntilSpec
-from engine.replay.runner import Replay
 from engine.views import ViewMaintainer
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def _generate(settings: Settings, domain: str, seed: int, events: int) -> RunSum
 def _replay(settings: Settings, target: Path) -> None:
     """`changefold replay` into a fresh file: the engine's decode and fold, with the views
     attached to the state writer as in `changefold run`."""
-    job = Replay(
+    job = replay_job(
         settings,
         target,
         subscription((), settings.connectors_dir),

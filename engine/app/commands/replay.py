@@ -24,11 +24,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from engine.app.build import replay_job
 from engine.core.config import Settings
 from engine.ingest.topics import subscription
 from engine.replay.bounds import parse_start, parse_until
 from engine.replay.diff import StateDiff, diff_states
-from engine.replay.runner import Replay
 
 _REPLAY_EPILOG = """\
 Examples:
@@ -86,7 +86,7 @@ def replay(
     run the same command again to continue. A finished replay is left as is.
     """
     sub = subscription(topics or settings.engine.topic_list, settings.connectors_dir)
-    job = Replay(settings, target, sub, parse_start(from_), parse_until(until))
+    job = replay_job(settings, target, sub, parse_start(from_), parse_until(until))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

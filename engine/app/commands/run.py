@@ -12,9 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from engine.app.wiring import attach_views
+from engine.app.build import engine_runner
 from engine.core.config import Settings
-from engine.ingest.runner import Runner
 from engine.ingest.topics import subscription
 from engine.serve import StateReader, start_api
 from engine.state import deadletters
@@ -95,8 +94,7 @@ def run(
     sub = subscription(settings.engine.topic_list, settings.connectors_dir)
     with Store(settings.engine.state_path) as store:
         store.migrate(settings.state_sql_dir)
-        runner = Runner(settings, store, sub, echo=click.echo, idle_exit_s=idle_exit)
-        attach_views(settings, store, runner.writer)
+        runner = engine_runner(settings, store, sub, echo=click.echo, idle_exit_s=idle_exit)
         click.echo(
             f"changefold engine: group {settings.engine.group_id!r}, "
             f"state {settings.engine.state_path}, "

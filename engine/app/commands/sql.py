@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from engine.app.build import state_writer
 from engine.core.config import Settings
 from engine.replay.asof import state_as_of
 from engine.serve import formats, output
@@ -85,7 +86,9 @@ def sql(
     if sum(x is not None for x in (api_url, state_path, as_of)) > 1:
         raise click.UsageError("give at most one of --api, --state and --as-of")
     if as_of is not None:
-        state_path = state_as_of(settings, as_of)
+        state_path = state_as_of(
+            settings, as_of, lambda store, group: state_writer(settings, store, group, views=True)
+        )
     if query == "-":
         query = sys.stdin.read()
     payload = _answer(settings, query, api_url, state_path, max_rows)

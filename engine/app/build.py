@@ -1,0 +1,85 @@
+"""Builds the engine's parts from the settings: the only place that picks the parts.
+
+`run` folds a consumer group's topics into the state; `replay` folds ranges of
+the same topics into another state file. Both use the same fold step and loop
+(engine.ingest); what differs is wired here: which source, which group's
+offsets, whether the derived views are maintained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.app.wiring import attach_views
+from engine.core.config import Settings
+from engine.ingest.kafka_group import KafkaGroupMember
+from engine.ingest.runner import Echo, Runner
+from engine.ingest.source import BatchSource
+from engine.ingest.topics import Subscription
+from engine.replay.bounds import StartSpec, UntilSpec
+from engine.replay.runner import Replay
+from engine.state.store import Store
+from engine.state.writer import StateWriter
+
+
+def state_writer(settings: Settings, store: Store, group_id: str, *, views: bool) -> StateWriter:
+    """A writer of `group_id`'s offsets into `store`, with the derived views on or off."""
+    writer = StateWriter(store, group_id, keep_batches=settings.engine.metrics_keep_batches)
+    if views:
+        attach_views(settings, store, writer)
+    return writer
+
+
+def group_members(settings: Settings, subscription: Subscription) -> Callable[[str], BatchSource]:
+    """Opens the consumer group member of each worker."""
+
+    def open_member(name: str) -> BatchSource:
+        return KafkaGroupMember(
+            settings,
+            name,
+            topics=subscription.topics,
+            pattern=subscription.pattern,
+            commit_mode=settings.engine.commit_mode,
+        )
+
+    return open_member
+
+
+def engine_runner(
+    settings: Settings,
+    store: Store,
+    subscription: Subscription,
+    *,
+    views: bool = True,
+    echo: Echo | None = None,
+    idle_exit_s: float | None = None,
+) -> Runner:
+    """What `changefold run` runs: the group's members folding into `store`."""
+    return Runner(
+        state_writer(settings, store, settings.engine.group_id, views=views),
+        group_members(settings, subscription),
+        workers=settings.engine.workers,
+        echo=echo,
+        idle_exit_s=idle_exit_s,
+    )
+
+
+def replay_job(
+    settings: Settings,
+    target: Path,
+    subscription: Subscription,
+    start: StartSpec,
+    until: UntilSpec,
+    *,
+    views: bool = True,
+) -> Replay:
+    """What `changefold replay` runs: the topics' ranges folded into `target`."""
+    return Replay(
+        settings,
+        target,
+        subscription,
+        start,
+        until,
+        open_writer=lambda store, group: state_writer(settings, store, group, views=views),
+    )

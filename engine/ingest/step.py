@@ -1,0 +1,182 @@
+"""The checkpointed fold step: what `run`, `replay` and the tests do with every batch.
+
+    decode -> fold into the mirrors -> views -> offsets and metrics   (ONE DuckDB transaction)
+           -> checkpoint at the source                              (a Kafka offset commit)
+
+`fold` (the first line) runs on the loop's folder thread; `checkpoint` (the
+second) on its poller thread, which owns the source. The DuckDB transaction is
+the truth: a crash before it loses nothing (the batch is read again from the
+stored positions), a crash after it and before the checkpoint only makes Kafka's
+committed offsets lag (the stored positions win at the next assignment, so the
+redelivered records are refused as stale, never applied twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import polars as pl
+
+from engine.core.positions import PartitionProgress
+from engine.decode.decoder import Decoder
+from engine.decode.model import OFFSET, PARTITION, SOURCE_TS_MS
+from engine.decode.records import DecodedBatch, RecordLike
+from engine.ingest.source import BatchSource, Key, Polled
+from engine.state.writer import StaleBatch, StateWriter, WriteResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A batch committed to the state (to be checkpointed at the source)."""
+
+    progress: tuple[PartitionProgress, ...]
+    result: WriteResult
+    records: int
+    bytes: int
+    decode_ms: float
+    #: Partitions whose records passed the step's time bound (none were folded past it).
+    finished: tuple[Key, ...] = ()
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A batch behind the stored positions (another member folded it): nothing was
+    written; the source is to resume at `stored`."""
+
+    progress: tuple[PartitionProgress, ...]
+    stored: dict[Key, int]
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """Every record of the batch was past the time bound: nothing was written."""
+
+    finished: tuple[Key, ...]
+
+
+Outcome = Folded | Refused | Bounded
+
+
+class CheckpointedStep:
+    """Folds batches of one source into a state writer (shared by a group's members).
+
+    `until_ms`: a time bound (a replay's `--until`): of each partition, the records from
+    its first change committed after the bound on are not folded, and the partition
+    is reported finished.
+    """
+
+    def __init__(self, writer: StateWriter, member: str, *, until_ms: int | None = None) -> None:
+        self.writer = writer
+        self.member = member
+        self.until_ms = until_ms
+        self.decoder = Decoder()
+        #: Partitions past the time bound: their later records are dropped unread.
+        self.finished: set[Key] = set()
+
+    def fold(self, polled: Polled) -> Outcome:
+        """Decode and fold one batch in one DuckDB transaction (the folder thread)."""
+        t0 = time.perf_counter()
+        records = polled.records
+        if self.finished:
+            records = [r for r in records if (r.topic, r.partition) not in self.finished]
+            if not records:
+                return Bounded(())
+        batch = self.decoder.decode(records, self.writer.known_schemas())
+        finished: tuple[Key, ...] = ()
+        if self.until_ms is not None:
+            batch, records, finished = self._bound(batch, records, self.until_ms)
+            self.finished.update(finished)
+            if not records:
+                return Bounded(finished)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        progress = tuple(
+            replace(p, end_offset=polled.ends.get((p.topic, p.partition))) for p in batch.progress
+        )
+        try:
+            result = self.writer.write(
+                batch, member=self.member, progress=progress, decode_ms=decode_ms
+            )
+        except StaleBatch as stale:
+            log.warning(
+                "%s: %s already folded past this batch (by another member): skipping to "
+                "the stored offsets",
+                self.member,
+                ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(stale.stored.items())),
+            )
+            return Refused(progress, stale.stored)
+        _log_batch(self.member, batch, result, decode_ms, progress)
+        return Folded(progress, result, batch.records, batch.bytes, decode_ms, finished)
+
+    def checkpoint(self, source: BatchSource, outcome: Outcome) -> float:
+        """Acknowledge a folded batch at the source, or move a refused one's partitions
+        to the stored positions (the poller thread). Returns the commit milliseconds."""
+        if isinstance(outcome, Refused):
+            stored = {
+                (p.topic, p.partition): outcome.stored.get((p.topic, p.partition), p.first_offset)
+                for p in outcome.progress
+            }
+            source.seek(stored)
+            return 0.0
+        if isinstance(outcome, Bounded):
+            source.finish(outcome.finished)
+            return 0.0
+        commit_ms = source.checkpoint(outcome.progress)
+        self.writer.note_commit(outcome.result.batch_id, commit_ms)
+        if outcome.finished:
+            source.finish(outcome.finished)
+        return commit_ms
+
+    def _bound(
+        self, batch: DecodedBatch, records: Sequence[RecordLike], until_ms: int
+    ) -> tuple[DecodedBatch, Sequence[RecordLike], tuple[Key, ...]]:
+        """Drop each partition's records from its first change committed after the bound."""
+        cut: dict[Key, int] = {}
+        for table in batch.tables:
+            late = (
+                table.frame.filter(pl.col(SOURCE_TS_MS) > until_ms)
+                .group_by(PARTITION)
+                .agg(pl.col(OFFSET).min())
+            )
+            for partition, offset in late.iter_rows():
+                key = (table.topic, int(partition))
+                cut[key] = min(cut.get(key, offset), int(offset))
+        if not cut:
+            return batch, records, ()
+        kept = [r for r in records if r.offset < cut.get((r.topic, r.partition), r.offset + 1)]
+        finished = tuple(sorted(cut))
+        if not kept:
+            return batch, kept, finished
+        return self.decoder.decode(kept, self.writer.known_schemas()), kept, finished
+
+
+def _log_batch(
+    member: str,
+    batch: DecodedBatch,
+    result: WriteResult,
+    decode_ms: float,
+    progress: Sequence[PartitionProgress],
+) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    lags = [p.lag for p in progress if p.lag is not None]
+    log.info(
+        "%s batch %d: %d records, %d upserts, %d deletes, %d dead letters; "
+        "decode %.1f ms, fold %.1f ms; lag %s; %s",
+        member,
+        result.batch_id,
+        batch.records,
+        result.upserts,
+        result.deletes,
+        result.dead_letters,
+        decode_ms,
+        result.fold_ms,
+        sum(lags) if lags else "?",
+        ", ".join(
+            f"{p.topic}[{p.partition}]@{p.first_offset}-{p.next_offset - 1}" for p in progress
+        ),
+    )
