@@ -8,6 +8,7 @@ offsets, whether the derived views are maintained.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,12 +21,43 @@ from engine.ingest.topics import Subscription
 from engine.replay.bounds import StartSpec, UntilSpec
 from engine.replay.runner import Replay
 from engine.state.store import Store
+from engine.state.transactions import TxnRules
 from engine.state.writer import StateWriter
 
+log = logging.getLogger(__name__)
 
-def state_writer(settings: Settings, store: Store, group_id: str, *, views: bool) -> StateWriter:
-    """A writer of `group_id`'s offsets into `store`, with the derived views on or off."""
-    writer = StateWriter(store, group_id, keep_batches=settings.engine.metrics_keep_batches)
+
+def transaction_rules(subscription: Subscription) -> TxnRules | None:
+    """Events of the prefixes whose transaction topic is followed wait for their whole
+    transaction; a subscription that follows none applies every event as it comes."""
+    if not subscription.transactional:
+        if subscription.topics:
+            log.warning(
+                "no <prefix>.transaction topic among %s: changes are applied one by one, and "
+                "a reader can see part of a source transaction (add --topic "
+                "<prefix>.transaction for whole transactions)",
+                subscription.describe(),
+            )
+        return None
+    return TxnRules(subscription.transactional, subscription.follows)
+
+
+def state_writer(
+    settings: Settings,
+    store: Store,
+    group_id: str,
+    subscription: Subscription,
+    *,
+    views: bool,
+) -> StateWriter:
+    """A writer of `group_id`'s offsets into `store`, with whole transactions for the
+    subscription's transactional prefixes and the derived views on or off."""
+    writer = StateWriter(
+        store,
+        group_id,
+        keep_batches=settings.engine.metrics_keep_batches,
+        transactions=transaction_rules(subscription),
+    )
     if views:
         attach_views(settings, store, writer)
     return writer
@@ -57,7 +89,7 @@ def engine_runner(
 ) -> Runner:
     """What `changefold run` runs: the group's members folding into `store`."""
     return Runner(
-        state_writer(settings, store, settings.engine.group_id, views=views),
+        state_writer(settings, store, settings.engine.group_id, subscription, views=views),
         group_members(settings, subscription),
         workers=settings.engine.workers,
         echo=echo,
@@ -81,5 +113,7 @@ def replay_job(
         subscription,
         start,
         until,
-        open_writer=lambda store, group: state_writer(settings, store, group, views=views),
+        open_writer=lambda store, group: state_writer(
+            settings, store, group, subscription, views=views
+        ),
     )

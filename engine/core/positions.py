@@ -7,7 +7,9 @@ offset to read), never the last offset read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,3 +33,34 @@ class PartitionProgress:
         if self.end_offset is None:
             return None
         return max(self.end_offset - self.next_offset, 0)
+
+
+class _Record(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def consumed(records: Iterable[_Record]) -> tuple[tuple[PartitionProgress, ...], int]:
+    """What a batch consumed: its progress per partition, and its value bytes."""
+    seen: dict[tuple[str, int], list[int]] = {}
+    nbytes = 0
+    for r in records:
+        span = seen.get((r.topic, r.partition))
+        if span is None:
+            seen[(r.topic, r.partition)] = [r.offset, r.offset, 1]
+        else:
+            span[0] = min(span[0], r.offset)
+            span[1] = max(span[1], r.offset)
+            span[2] += 1
+        nbytes += len(r.value) if r.value is not None else 0
+    progress = tuple(
+        PartitionProgress(topic, partition, first, last + 1, count)
+        for (topic, partition), (first, last, count) in seen.items()
+    )
+    return progress, nbytes

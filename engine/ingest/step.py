@@ -14,12 +14,12 @@ redelivered records are refused as stale, never applied twice).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import polars as pl
 
+from engine.core import positions
 from engine.core.positions import PartitionProgress
 from engine.decode.decoder import Decoder
 from engine.decode.model import OFFSET, PARTITION, SOURCE_TS_MS
@@ -80,26 +80,29 @@ class CheckpointedStep:
 
     def fold(self, polled: Polled) -> Outcome:
         """Decode and fold one batch in one DuckDB transaction (the folder thread)."""
-        t0 = time.perf_counter()
         records = polled.records
         if self.finished:
             records = [r for r in records if (r.topic, r.partition) not in self.finished]
             if not records:
                 return Bounded(())
-        batch = self.decoder.decode(records, self.writer.known_schemas())
         finished: tuple[Key, ...] = ()
         if self.until_ms is not None:
-            batch, records, finished = self._bound(batch, records, self.until_ms)
+            records, finished = self._bound(records, self.until_ms)
             self.finished.update(finished)
             if not records:
                 return Bounded(finished)
-        decode_ms = (time.perf_counter() - t0) * 1000
+        consumed, nbytes = positions.consumed(records)
         progress = tuple(
-            replace(p, end_offset=polled.ends.get((p.topic, p.partition))) for p in batch.progress
+            replace(p, end_offset=polled.ends.get((p.topic, p.partition))) for p in consumed
         )
         try:
-            result = self.writer.write(
-                batch, member=self.member, progress=progress, decode_ms=decode_ms
+            result = self.writer.fold_records(
+                records,
+                member=self.member,
+                progress=progress,
+                nbytes=nbytes,
+                decode=self._decode,
+                until_ms=self.until_ms,
             )
         except StaleBatch as stale:
             log.warning(
@@ -109,8 +112,11 @@ class CheckpointedStep:
                 ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(stale.stored.items())),
             )
             return Refused(progress, stale.stored)
-        _log_batch(self.member, batch, result, decode_ms, progress)
-        return Folded(progress, result, batch.records, batch.bytes, decode_ms, finished)
+        _log_batch(self.member, len(records), result, progress)
+        return Folded(progress, result, len(records), nbytes, result.decode_ms, finished)
+
+    def _decode(self, records: Sequence[RecordLike]) -> DecodedBatch:
+        return self.decoder.decode(records, self.writer.known_schemas())
 
     def checkpoint(self, source: BatchSource, outcome: Outcome) -> float:
         """Acknowledge a folded batch at the source, or move a refused one's partitions
@@ -132,9 +138,11 @@ class CheckpointedStep:
         return commit_ms
 
     def _bound(
-        self, batch: DecodedBatch, records: Sequence[RecordLike], until_ms: int
-    ) -> tuple[DecodedBatch, Sequence[RecordLike], tuple[Key, ...]]:
-        """Drop each partition's records from its first change committed after the bound."""
+        self, records: Sequence[RecordLike], until_ms: int
+    ) -> tuple[Sequence[RecordLike], tuple[Key, ...]]:
+        """Drop each partition's records from its first change committed after the bound
+        (transaction ENDs after it are left out when the transactions are planned)."""
+        batch = self._decode(records)
         cut: dict[Key, int] = {}
         for table in batch.tables:
             late = (
@@ -146,34 +154,29 @@ class CheckpointedStep:
                 key = (table.topic, int(partition))
                 cut[key] = min(cut.get(key, offset), int(offset))
         if not cut:
-            return batch, records, ()
+            return records, ()
         kept = [r for r in records if r.offset < cut.get((r.topic, r.partition), r.offset + 1)]
-        finished = tuple(sorted(cut))
-        if not kept:
-            return batch, kept, finished
-        return self.decoder.decode(kept, self.writer.known_schemas()), kept, finished
+        return kept, tuple(sorted(cut))
 
 
 def _log_batch(
-    member: str,
-    batch: DecodedBatch,
-    result: WriteResult,
-    decode_ms: float,
-    progress: Sequence[PartitionProgress],
+    member: str, records: int, result: WriteResult, progress: Sequence[PartitionProgress]
 ) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     lags = [p.lag for p in progress if p.lag is not None]
     log.info(
-        "%s batch %d: %d records, %d upserts, %d deletes, %d dead letters; "
-        "decode %.1f ms, fold %.1f ms; lag %s; %s",
+        "%s batch %d: %d records, %d upserts, %d deletes, %d dead letters, %d source "
+        "transactions applied, %d events held; decode %.1f ms, fold %.1f ms; lag %s; %s",
         member,
         result.batch_id,
-        batch.records,
+        records,
         result.upserts,
         result.deletes,
         result.dead_letters,
-        decode_ms,
+        result.transactions,
+        result.held,
+        result.decode_ms,
         result.fold_ms,
         sum(lags) if lags else "?",
         ", ".join(

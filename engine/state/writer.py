@@ -17,13 +17,14 @@ import duckdb
 from engine.core.errors import StateError
 from engine.core.positions import PartitionProgress
 from engine.decode.model import OFFSET, PARTITION, DeadLetter, TableChanges, TableSchema
-from engine.decode.records import DecodedBatch, RawLookup
-from engine.state import assignments, deadletters, metrics, offsets
+from engine.decode.records import DecodedBatch, RawLookup, RecordLike
+from engine.state import assignments, deadletters, metrics, offsets, transactions
 from engine.state.catalog import Catalog, latest_schemas
 from engine.state.deltas import MirrorDelta
 from engine.state.fold import apply_changes
 from engine.state.metrics import BatchMetrics
 from engine.state.store import Store
+from engine.state.transactions import Frontier, TxnPlan, TxnRules
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,13 @@ class WriteResult:
     deletes: int
     dead_letters: int
     fold_ms: float
+    #: Source transactions this batch applied, and the frontier after it (None: the
+    #: batch applied no transaction, or transactions are not ordered).
+    transactions: int = 0
+    frontier: Frontier | None = None
+    #: Events of this batch held for their transaction.
+    held: int = 0
+    decode_ms: float = 0.0
 
 
 class _DryRun(Exception):
@@ -80,8 +88,13 @@ class StateWriter:
         *,
         keep_batches: int = 10000,
         observers: Sequence[BatchObserver] = (),
+        transactions: TxnRules | None = None,
     ) -> None:
         self.store = store
+        #: Which events wait for their source transaction (None: every event is
+        #: applied as it comes).
+        self.transactions = transactions
+        self._stuck_warned: set[str] = set()
         self.observers = tuple(observers)
         self.group_id = group_id
         self.keep_batches = keep_batches
@@ -130,6 +143,45 @@ class StateWriter:
         with self.store.lock:
             self._pending_commit_ms[batch_id] = commit_ms
 
+    def fold_records(
+        self,
+        records: Sequence[RecordLike],
+        *,
+        member: str,
+        progress: Sequence[PartitionProgress],
+        nbytes: int,
+        decode: Callable[[Sequence[RecordLike]], DecodedBatch],
+        until_ms: int | None = None,
+    ) -> WriteResult:
+        """Fold polled records: decide which source transactions they complete, decode
+        what is ready (`decode`), and write it (`write`), all under the writer's lock, so
+        that no other member's batch comes between the decision and the commit.
+
+        `progress` and `nbytes` are what was consumed (all of `records`, also the
+        events held for their transaction); `until_ms` leaves transactions committed
+        after that time out (a replay's time bound)."""
+        with self.store.lock:
+            plan = None
+            todo = records
+            if self.transactions is not None:
+                with self.store.reading() as conn:
+                    plan = transactions.plan(
+                        conn, self.group_id, records, self.transactions, until_ms=until_ms
+                    )
+                todo = plan.fold
+            t0 = time.perf_counter()
+            batch = decode(todo)
+            decode_ms = (time.perf_counter() - t0) * 1000
+            return self.write(
+                batch,
+                member=member,
+                progress=progress,
+                decode_ms=decode_ms,
+                plan=plan,
+                records=len(records),
+                nbytes=nbytes,
+            )
+
     def write(
         self,
         batch: DecodedBatch,
@@ -137,14 +189,18 @@ class StateWriter:
         member: str,
         progress: Sequence[PartitionProgress],
         decode_ms: float = 0.0,
+        plan: TxnPlan | None = None,
+        records: int | None = None,
+        nbytes: int | None = None,
     ) -> WriteResult:
         """Fold a decoded batch; `progress` is its positions (the batch's own, with the
-        partitions' end offsets filled in by the source). Raises StaleBatch when its
-        partitions moved on meanwhile."""
+        partitions' end offsets filled in by the source). With a transaction `plan`,
+        its held and released events and the frontier are written in the same
+        transaction. Raises StaleBatch when its partitions moved on meanwhile."""
         base = BatchMetrics(
             member=member,
-            records=batch.records,
-            bytes=batch.bytes,
+            records=batch.records if records is None else records,
+            bytes=batch.bytes if nbytes is None else nbytes,
             tombstones=batch.tombstones,
             skipped=batch.skipped,
             dead_letters=0,
@@ -156,8 +212,10 @@ class StateWriter:
         )
         tables, dead_letters = batch.tables, batch.dead_letters
         with self.store.lock:
+            if plan is not None:
+                dead_letters = (*dead_letters, *plan.dead_letters)
             try:
-                return self._write(member, tables, dead_letters, progress, base)
+                return self._write(member, tables, dead_letters, progress, base, plan)
             except (StaleBatch, StateError):
                 self.catalog.reset()
                 raise
@@ -175,7 +233,7 @@ class StateWriter:
                 raise self._cannot_write(progress, exc) from exc
             try:
                 good, refused = self._isolate(tables, batch.raw)
-                return self._write(member, good, [*dead_letters, *refused], progress, base)
+                return self._write(member, good, [*dead_letters, *refused], progress, base, plan)
             except duckdb.Error as exc:
                 self.catalog.reset()
                 raise self._cannot_write(progress, exc) from exc
@@ -193,6 +251,7 @@ class StateWriter:
         dead_letters: Sequence[DeadLetter],
         progress: Sequence[PartitionProgress],
         base: BatchMetrics,
+        plan: TxnPlan | None = None,
     ) -> WriteResult:
         t0 = time.perf_counter()
         upserts = deletes = 0
@@ -214,6 +273,10 @@ class StateWriter:
                     deltas.append(result.delta)
             for observe in self.observers:
                 observe(conn, batch_id, tuple(deltas))
+            frontier = None
+            if plan is not None:
+                frontier = transactions.apply(conn, self.group_id, batch_id, plan)
+                self._warn_stuck(conn, batch_id)
             deadletters.insert(conn, self.group_id, dead_letters)
             offsets.save(conn, self.group_id, progress)
             for earlier, ms in self._pending_commit_ms.items():
@@ -241,7 +304,34 @@ class StateWriter:
             )
         if len(dead_letters) > 5:
             log.warning("... and %d more dead letters in this batch", len(dead_letters) - 5)
-        return WriteResult(batch_id, upserts, deletes, len(dead_letters), fold_ms)
+        return WriteResult(
+            batch_id,
+            upserts,
+            deletes,
+            len(dead_letters),
+            fold_ms,
+            transactions=plan.applied if plan is not None else 0,
+            frontier=frontier,
+            held=len(plan.hold_events) if plan is not None else 0,
+            decode_ms=base.decode_ms,
+        )
+
+    def _warn_stuck(self, conn: duckdb.DuckDBPyConnection, batch_id: int) -> None:
+        """Every 20 batches: name transactions whose events have waited 100 batches."""
+        if batch_id % 20:
+            return
+        for xid, events, where in transactions.stuck(conn, self.group_id, batch_id - 100):
+            if xid in self._stuck_warned:
+                continue
+            self._stuck_warned.add(xid)
+            log.warning(
+                "source transaction %s: %d event(s) held for more than 100 batches, first "
+                "%s; its END has not arrived (is its transaction topic followed?), so they "
+                "stay invisible",
+                xid,
+                events,
+                where,
+            )
 
     # -- isolating rows DuckDB refuses --------------------------------------------------
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from engine.app.build import state_writer
 from engine.core.config import Settings
+from engine.ingest.topics import subscription
 from engine.replay.asof import state_as_of
 from engine.serve import formats, output
 from engine.serve.client import ApiClient
@@ -86,8 +87,11 @@ def sql(
     if sum(x is not None for x in (api_url, state_path, as_of)) > 1:
         raise click.UsageError("give at most one of --api, --state and --as-of")
     if as_of is not None:
+        sub = subscription(settings.engine.topic_list, settings.connectors_dir)
         state_path = state_as_of(
-            settings, as_of, lambda store, group: state_writer(settings, store, group, views=True)
+            settings,
+            as_of,
+            lambda store, group: state_writer(settings, store, group, sub, views=True),
         )
     if query == "-":
         query = sys.stdin.read()

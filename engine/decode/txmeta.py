@@ -1,0 +1,138 @@
+"""Debezium's transaction metadata: which source transaction an event belongs to.
+
+With `provide.transaction.metadata`, a connector writes a BEGIN and an END record
+per source transaction to `<prefix>.transaction`; the END carries the number of
+events per table (`data_collections`). Every data event carries a `transaction`
+block whose `id` names its transaction. For PostgreSQL the id is
+`<xid>:<lsn>`, and the BEGIN/data id and the END id of one transaction share the
+xid but not always the LSN (the END's is later), so a transaction is named by
+its xid here. Other connectors' ids are used whole.
+
+Pure functions over bytes: no state, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from engine.decode.envelope import TRANSACTION_SUFFIX, MalformedEnvelope, split
+
+_TXN = b'"transaction":'
+_ID = b'"id":"'
+
+
+@dataclass(frozen=True, slots=True)
+class TxnEnd:
+    """The END of a source transaction: how many events it wrote to each topic."""
+
+    xid: str
+    #: Position of the END in the source's log (the LSN of its id; 0 when it has none).
+    lsn: int
+    #: Commit time in the source, epoch milliseconds.
+    ts_ms: int
+    #: (topic, events) per table the transaction changed.
+    counts: tuple[tuple[str, int], ...]
+    topic: str
+    partition: int
+    offset: int
+
+    def needed(self, followed: frozenset[str] | None) -> dict[str, int]:
+        """Events to wait for per topic: of the followed topics only (None: all)."""
+        return {t: n for t, n in self.counts if followed is None or t in followed}
+
+
+def transaction_topic(prefix: str) -> str:
+    return prefix + TRANSACTION_SUFFIX
+
+
+def is_transaction_topic(topic: str) -> bool:
+    parts = topic.split(".")
+    return len(parts) == 2 and topic.endswith(TRANSACTION_SUFFIX)
+
+
+def prefix_of(topic: str) -> str:
+    """The connector's topic prefix of a data or transaction topic."""
+    if is_transaction_topic(topic):
+        return topic[: -len(TRANSACTION_SUFFIX)]
+    return topic.rsplit(".", 2)[0]
+
+
+def xid_of_id(txn_id: str) -> str:
+    """`877:28044168` -> `877`; an id of another shape is kept whole."""
+    head, sep, tail = txn_id.partition(":")
+    return head if sep and head.isdigit() and tail.isdigit() else txn_id
+
+
+def _lsn_of_id(txn_id: str) -> int:
+    _head, sep, tail = txn_id.partition(":")
+    return int(tail) if sep and tail.isdigit() else 0
+
+
+def event_xid(value: bytes) -> str | None:
+    """The xid of a data event's transaction; None for an event outside one (snapshot
+    rows, history from before the metadata was on).
+
+    The envelope's `transaction` field follows `before`, `after` and `source`, and
+    only `op` and the timestamps come after it, so its last occurrence is the
+    envelope's own (a column value holding the same text comes earlier). Anything
+    unexpected falls back to parsing the JSON.
+    """
+    at = value.rfind(_TXN)
+    if at < 0:
+        return None
+    rest = value[at + len(_TXN) : at + len(_TXN) + 64]
+    if rest.startswith(b"null"):
+        return None
+    if rest.startswith(b"{" + _ID):
+        start = 1 + len(_ID)
+        end = rest.find(b'"', start)
+        if end > 0:
+            return xid_of_id(rest[start:end].decode())
+    return _parsed_xid(value)
+
+
+def _parsed_xid(value: bytes) -> str | None:
+    try:
+        _schema, payload = split(value)
+        data = json.loads(payload)
+    except (MalformedEnvelope, ValueError):
+        return None
+    txn = data.get("transaction") if isinstance(data, dict) else None
+    if isinstance(txn, dict) and isinstance(txn.get("id"), str):
+        return xid_of_id(txn["id"])
+    return None
+
+
+def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -> TxnEnd | None:
+    """An END record of a transaction topic as a TxnEnd; None for BEGIN (nothing to do:
+    BEGIN and END of one transaction may sit in different partitions, and the END
+    alone says what the transaction holds). Raises ValueError for a record that is
+    not transaction metadata."""
+    if value is None:
+        return None
+    _schema, payload = split(value)
+    data: Any = json.loads(payload)
+    if not isinstance(data, dict) or "status" not in data or "id" not in data:
+        raise ValueError("not a transaction BEGIN/END record (no status or id)")
+    if data["status"] == "BEGIN":
+        return None
+    if data["status"] != "END":
+        raise ValueError(f"unknown transaction status {data['status']!r}")
+    prefix = prefix_of(topic)
+    counts = tuple(
+        sorted(
+            (f"{prefix}.{c['data_collection']}", int(c["event_count"]))
+            for c in data.get("data_collections") or ()
+        )
+    )
+    return TxnEnd(
+        xid=xid_of_id(str(data["id"])),
+        lsn=_lsn_of_id(str(data["id"])),
+        ts_ms=int(data.get("ts_ms") or 0),
+        counts=counts,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+    )

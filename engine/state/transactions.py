@@ -1,0 +1,319 @@
+"""Whole source transactions, in commit order, and the frontier they advance.
+
+The legs of one Postgres transaction reach different topics and partitions, so
+any batch cut shows part of one. Per batch, under the writer's lock:
+
+1. `plan` splits the batch's records: transaction ENDs (from `<prefix>.transaction`),
+   data events that belong to a transaction, and everything else (snapshot rows,
+   events from before transaction metadata was on, tombstones: folded at once).
+2. Every END seen and not yet applied is ordered by its position in the source log
+   (LSN). Walking that order, a transaction is *ready* when every event its END
+   counts (for the topics the engine follows) has arrived, in this batch or held
+   from earlier ones; the first one that is not ready stops the walk, so a
+   transaction is never applied before one that committed earlier.
+3. The ready transactions' events (held ones first) are folded; the others' events
+   and ENDs are held in `_changefold.txn_events` / `txn_ends`, in the same DuckDB
+   transaction as the offsets (so offsets advance, memory stays bounded, and a
+   crash loses or repeats nothing); the frontier records the last one applied.
+
+A data event whose transaction's END never comes (the END was lost, or its
+transaction topic is not followed) stays held and invisible; later transactions
+are not held back by it (only ENDs are ordered). `stuck` names such events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import pyarrow as pa
+
+from engine.decode import txmeta
+from engine.decode.envelope import topic_kind
+from engine.decode.model import DeadLetter
+from engine.decode.records import RawRecord, RecordLike
+from engine.decode.txmeta import TxnEnd
+from engine.state.sqlident import INTERNAL_SCHEMA
+
+log = logging.getLogger(__name__)
+
+_EVENTS = f"{INTERNAL_SCHEMA}.txn_events"
+_ENDS = f"{INTERNAL_SCHEMA}.txn_ends"
+_FRONTIER = f"{INTERNAL_SCHEMA}.frontier"
+
+
+@dataclass(frozen=True)
+class TxnRules:
+    """Which events wait for their transaction.
+
+    `prefixes`: the connectors (topic prefixes) whose transaction topic the engine
+    follows; events of other prefixes are applied one by one as they come.
+    `follows(topic)`: whether the engine follows a data topic (an END's count of a
+    table that is not followed is not waited for).
+    """
+
+    prefixes: frozenset[str]
+    follows: Callable[[str], bool] = field(default=lambda _topic: True)
+
+    def waits(self, topic: str) -> bool:
+        return txmeta.prefix_of(topic) in self.prefixes
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """The last source transaction applied: the state is consistent as of it."""
+
+    xid: str
+    lsn: int
+    commit_ts_ms: int
+    transactions: int
+    batch_id: int
+
+
+@dataclass
+class TxnPlan:
+    """What one batch does with its transactions."""
+
+    #: Records to decode and fold now (held ones too), in offset order per partition.
+    fold: list[RecordLike]
+    #: Transactions applied by this batch, in commit order.
+    ready: list[TxnEnd]
+    #: This batch's events and ENDs that wait.
+    hold_events: list[tuple[str, RecordLike]]
+    hold_ends: list[TxnEnd]
+    #: Transaction records that could not be read.
+    dead_letters: list[DeadLetter]
+    #: Transaction records of this batch past a time bound (a replay's --until).
+    late_ends: int = 0
+
+    @property
+    def applied(self) -> int:
+        return len(self.ready)
+
+
+def ready(
+    ends: Iterable[TxnEnd],
+    have: Mapping[str, Mapping[str, int]],
+    follows: Callable[[str], bool],
+    waiting: Mapping[tuple[str, int], Sequence[tuple[int, str]]] | None = None,
+) -> list[TxnEnd]:
+    """The ENDs that can be applied now, in commit order: the longest run, from the
+    earliest, of transactions whose every counted event is there (`have`: events per
+    xid and topic) and, in each partition they touch, come after nothing that waits
+    for another transaction (`waiting`: (offset, xid) of the waiting events per
+    partition, in offset order). The second rule keeps each row's changes in their
+    order even when ENDs come out of order (a transaction topic of several
+    partitions)."""
+    queues = {k: list(v) for k, v in (waiting or {}).items()}
+    heads = dict.fromkeys(queues, 0)
+    out: list[TxnEnd] = []
+    for end in sorted(ends, key=lambda e: (e.lsn, e.ts_ms, e.topic, e.partition, e.offset)):
+        got = have.get(end.xid, {})
+        if any(got.get(topic, 0) < n for topic, n in end.counts if follows(topic)):
+            break
+        touched = [k for k, q in queues.items() if any(x == end.xid for _o, x in q)]
+        if any(queues[k][heads[k]][1] != end.xid for k in touched):
+            break
+        out.append(end)
+        for k in touched:
+            q, i = queues[k], heads[k]
+            while i < len(q) and q[i][1] == end.xid:
+                i += 1
+            heads[k] = i
+    return out
+
+
+def plan(
+    conn: duckdb.DuckDBPyConnection,
+    group_id: str,
+    records: Sequence[RecordLike],
+    rules: TxnRules,
+    *,
+    until_ms: int | None = None,
+) -> TxnPlan:
+    """Split a batch by transaction (see the module docstring). Reads the held rows;
+    writes nothing (`apply` does, inside the batch's transaction)."""
+    now: list[RecordLike] = []
+    waiting: dict[str, list[RecordLike]] = defaultdict(list)
+    ends: list[TxnEnd] = []
+    dead: list[DeadLetter] = []
+    late = 0
+    for rec in records:
+        topic, value = rec.topic, rec.value
+        if txmeta.is_transaction_topic(topic):
+            try:
+                end = txmeta.parse_marker(topic, rec.partition, rec.offset, value)
+            except (ValueError, KeyError, TypeError) as exc:
+                dead.append(_dead(rec, f"not a readable transaction record: {exc}"))
+                continue
+            if end is None:
+                continue
+            if until_ms is not None and end.ts_ms > until_ms:
+                late += 1
+                continue
+            ends.append(end)
+            continue
+        xid = None
+        if value is not None and topic_kind(topic) == "table" and rules.waits(topic):
+            xid = txmeta.event_xid(value)
+        if xid is None:
+            now.append(rec)
+        else:
+            waiting[xid].append(rec)
+    held_ends = _held_ends(conn, group_id)
+    known = {e.xid for e in held_ends}
+    all_ends = [*held_ends, *(e for e in ends if e.xid not in known)]
+    if not all_ends:
+        return TxnPlan(now, [], [(x, r) for x, rs in waiting.items() for r in rs], [], dead, late)
+    have: dict[str, dict[str, int]] = defaultdict(dict)
+    order: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
+    for xid, topic, partition, offset in _held_positions(conn, group_id):
+        have[xid][topic] = have[xid].get(topic, 0) + 1
+        order[(topic, partition)].append((offset, xid))
+    for xid, recs in waiting.items():
+        counts = have[xid]
+        for r in recs:
+            counts[r.topic] = counts.get(r.topic, 0) + 1
+            order[(r.topic, r.partition)].append((r.offset, xid))
+    for queue in order.values():
+        queue.sort()
+    go = ready(all_ends, have, rules.follows, order)
+    go_ids = {e.xid for e in go}
+    held = _held_records(conn, group_id, go_ids) if go_ids else []
+    fold = sorted(
+        (*held, *now, *(r for x in go_ids for r in waiting.get(x, ()))),
+        key=lambda r: (r.topic, r.partition, r.offset),
+    )
+    hold_events = [(x, r) for x, rs in waiting.items() if x not in go_ids for r in rs]
+    hold_ends = [e for e in ends if e.xid not in go_ids and e.xid not in known]
+    return TxnPlan(fold, go, hold_events, hold_ends, dead, late)
+
+
+def apply(
+    conn: duckdb.DuckDBPyConnection, group_id: str, batch_id: int, done: TxnPlan
+) -> Frontier | None:
+    """Inside the batch's transaction: hold what waits, release what was applied,
+    advance the frontier. Returns the new frontier (None: no transaction applied)."""
+    if done.hold_events:
+        table = pa.table(
+            {
+                "group_id": [group_id] * len(done.hold_events),
+                "xid": [x for x, _ in done.hold_events],
+                "topic": [r.topic for _, r in done.hold_events],
+                "partition": pa.array([r.partition for _, r in done.hold_events], pa.int32()),
+                "offset": pa.array([r.offset for _, r in done.hold_events], pa.int64()),
+                "key": pa.array([r.key for _, r in done.hold_events], pa.binary()),
+                "value": pa.array([r.value for _, r in done.hold_events], pa.binary()),
+                "batch_id": pa.array([batch_id] * len(done.hold_events), pa.int64()),
+            }
+        )
+        conn.register("_txn_hold", table)
+        try:
+            conn.execute(f"INSERT OR IGNORE INTO {_EVENTS} SELECT * FROM _txn_hold")
+        finally:
+            conn.unregister("_txn_hold")
+    for end in done.hold_ends:
+        conn.execute(
+            f"INSERT OR IGNORE INTO {_ENDS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                group_id,
+                end.xid,
+                end.lsn,
+                end.ts_ms,
+                json.dumps(dict(end.counts)),
+                end.topic,
+                end.partition,
+                end.offset,
+                batch_id,
+            ],
+        )
+    if not done.ready:
+        return None
+    xids = [e.xid for e in done.ready]
+    conn.execute(
+        f"DELETE FROM {_EVENTS} WHERE group_id = ? AND list_contains(?, xid)", [group_id, xids]
+    )
+    conn.execute(
+        f"DELETE FROM {_ENDS} WHERE group_id = ? AND list_contains(?, xid)", [group_id, xids]
+    )
+    last = done.ready[-1]
+    conn.execute(
+        f"INSERT INTO {_FRONTIER} VALUES (?, ?, ?, ?, ?, ?, now()) ON CONFLICT (group_id) "
+        # The frontier never moves back (ENDs from a transaction topic of several
+        # partitions can come out of order; see ready()).
+        f"DO UPDATE SET xid = CASE WHEN excluded.lsn >= {_FRONTIER}.lsn THEN excluded.xid "
+        f"ELSE {_FRONTIER}.xid END, lsn = greatest({_FRONTIER}.lsn, excluded.lsn), "
+        f"commit_ts_ms = greatest({_FRONTIER}.commit_ts_ms, excluded.commit_ts_ms), "
+        f"transactions = {_FRONTIER}.transactions + excluded.transactions, "
+        "batch_id = excluded.batch_id, updated_at = excluded.updated_at",
+        [group_id, last.xid, last.lsn, last.ts_ms, len(done.ready), batch_id],
+    )
+    return load_frontier(conn, group_id)
+
+
+def load_frontier(conn: duckdb.DuckDBPyConnection, group_id: str) -> Frontier | None:
+    found = conn.execute(
+        f"SELECT xid, lsn, commit_ts_ms, transactions, batch_id FROM {_FRONTIER} "
+        "WHERE group_id = ?",
+        [group_id],
+    ).fetchall()
+    if not found:
+        return None
+    row = found[0]
+    return Frontier(str(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
+
+def stuck(
+    conn: duckdb.DuckDBPyConnection, group_id: str, before_batch: int
+) -> list[tuple[str, int, str]]:
+    """Held transactions waiting since a batch before `before_batch`: (xid, events held,
+    where the first one is, as topic[partition]@offset)."""
+    rows = conn.execute(
+        f"SELECT xid, count(*), arg_min(topic || '[' || \"partition\" || ']@' || \"offset\", "
+        f"batch_id) FROM {_EVENTS} WHERE group_id = ? GROUP BY xid "
+        "HAVING min(batch_id) < ? ORDER BY min(batch_id) LIMIT 20",
+        [group_id, before_batch],
+    ).fetchall()
+    return [(str(x), int(n), str(w)) for x, n, w in rows]
+
+
+def _held_ends(conn: duckdb.DuckDBPyConnection, group_id: str) -> list[TxnEnd]:
+    rows = conn.execute(
+        f'SELECT xid, lsn, commit_ts_ms, counts, topic, "partition", "offset" FROM {_ENDS} '
+        "WHERE group_id = ?",
+        [group_id],
+    ).fetchall()
+    return [
+        TxnEnd(str(x), int(lsn), int(ts), tuple(sorted(json.loads(c).items())), t, int(p), int(o))
+        for x, lsn, ts, c, t, p, o in rows
+    ]
+
+
+def _held_positions(
+    conn: duckdb.DuckDBPyConnection, group_id: str
+) -> list[tuple[str, str, int, int]]:
+    """(xid, topic, partition, offset) of every held event."""
+    rows = conn.execute(
+        f'SELECT xid, topic, "partition", "offset" FROM {_EVENTS} WHERE group_id = ?',
+        [group_id],
+    ).fetchall()
+    return [(str(x), str(t), int(p), int(o)) for x, t, p, o in rows]
+
+
+def _held_records(
+    conn: duckdb.DuckDBPyConnection, group_id: str, xids: Iterable[str]
+) -> list[RecordLike]:
+    rows = conn.execute(
+        f'SELECT topic, "partition", "offset", key, value FROM {_EVENTS} '
+        'WHERE group_id = ? AND list_contains(?, xid) ORDER BY topic, "partition", "offset"',
+        [group_id, sorted(xids)],
+    ).fetchall()
+    return [RawRecord(str(t), int(p), int(o), k, v) for t, p, o, k, v in rows]
+
+
+def _dead(rec: RecordLike, reason: str) -> DeadLetter:
+    return DeadLetter(rec.topic, rec.partition, rec.offset, rec.key, rec.value, reason)
