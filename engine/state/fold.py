@@ -15,7 +15,7 @@ from typing import ClassVar
 import duckdb
 import polars as pl
 
-from engine.decode.model import ColumnSpec, TableChanges
+from engine.decode.model import TableChanges
 from engine.state.catalog import Catalog
 from engine.state.collapse import Collapsed, collapse
 from engine.state.deltas import MirrorDelta
@@ -86,11 +86,10 @@ def apply_changes(
             )
             conn.execute(f"DELETE FROM {target} USING {view} AS d WHERE {match}")
 
-    specs = {c.name: c for c in changes.columns}
     for part in result.upserts:
         columns = list(part.frame.columns)
         values = [c for c in columns if c not in key]
-        select = ", ".join(_cast(c, types[c], specs.get(c)) for c in columns)
+        select = ", ".join(_cast(c, types[c]) for c in columns)
         if values:
             updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in values)
             conflict = f"DO UPDATE SET {updates}"
@@ -147,7 +146,10 @@ def _polars_safe(name: str, duck_type: str) -> str:
     return column
 
 
-def _cast(name: str, duck_type: str, spec: ColumnSpec | None) -> str:
+def _cast(name: str, duck_type: str) -> str:
+    """A frame column as the mirror column's type: `ensure_mirror` has just given each
+    value column its latest spec's type (the key columns keep the mirror's), so the
+    column's spec has nothing to add."""
     return f"CAST({quote(name)} AS {duck_type})"
 
 
