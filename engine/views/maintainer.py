@@ -104,13 +104,8 @@ class ViewMaintainer:
             stage_inputs(con, self.inputs, {})
             for f in self.files:
                 self._run(con, f, self._values(0, datetime.now(UTC)))
-        except ViewError:
+        finally:
             con.execute("ROLLBACK")
-            raise
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("ROLLBACK")
         log.info("views installed: %s", ", ".join(f.name for f in self.files))
 
     def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
