@@ -34,7 +34,9 @@ import duckdb
 
 from engine.core.config import Settings
 from engine.lab.views.handbatch import rows_of
-from engine.views import TableChanges, ViewMaintainer
+from engine.lab.views.planfeed import mirror_name
+from engine.state.deltas import MirrorDelta
+from engine.views import ViewMaintainer
 
 #: Transactions per account and day (a busy retail bank: cards, cash, transfers).
 PER_ACCOUNT_DAY = 4.0
@@ -106,7 +108,7 @@ def build_history(con: duckdb.DuckDBPyConnection, txns: int, accounts: int) -> N
 
 def live_batch(
     con: duckdb.DuckDBPyConnection, first_id: int, events: int, accounts: int, seed: int
-) -> dict[str, TableChanges]:
+) -> dict[str, MirrorDelta]:
     """Apply one batch at the live edge; returns its before/after rows per mirror.
 
     ~60% new transactions over the 10 minutes after EDGE (with a velocity burst, a
@@ -173,7 +175,7 @@ def live_batch(
         "bank.transactions": rows_of(con, "bank.transactions", updated + new_ids),
         "bank.accounts": rows_of(con, "bank.accounts", touched_accounts),
     }
-    return {t: TableChanges(t, before[t], after[t]) for t in before}
+    return {t: MirrorDelta(mirror_name(t), before[t], after[t]) for t in before}
 
 
 def measure(path: Path, txns: int, args: argparse.Namespace) -> list[float]:

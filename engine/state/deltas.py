@@ -13,10 +13,13 @@ from engine.decode.model import MirrorName
 class MirrorDelta:
     """The rows of one mirror whose keys a batch changed, before and after the batch.
 
-    Handed to batch observers (derived views) inside the batch's transaction.
+    Handed to batch observers inside the batch's transaction; the derived views
+    (engine.views) take it as it is, by mirror name (`str(mirror)`).
     `before` holds those keys' mirror rows as they were (keys that did not exist
     are absent), `after` as they are now (deleted keys are absent); both have
-    the mirror's columns. `truncated`: the mirror was emptied in the batch
+    the mirror's columns (a consumer should treat a column missing from a frame
+    as NULL). A key whose before-row equals its after-row changed nothing (a
+    redelivered event). `truncated`: the mirror was emptied in the batch
     (`before` then holds only the changed keys' old rows, not the whole table).
     """
 

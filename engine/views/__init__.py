@@ -6,19 +6,18 @@ The engine's contract (see `contract.py` and `maintainer.py`):
     maintainer.install(con)                       # at start, outside a transaction
     ...
     with store.transaction() as con:              # per batch
-        <fold the batch into the mirror tables>
-        stats = maintainer.maintain(con, {t.table: t for t in changes}, batch_id, now)
+        <fold the batch into the mirror tables, keeping each mirror's MirrorDelta>
+        stats = maintainer.maintain(con, {str(d.mirror): d for d in deltas}, batch_id, now)
 
 Each view is one SQL file in sql/views/ (file name = view name); this package
 only stages inputs, runs the files with bound parameters and reports.
 """
 
-from engine.views.contract import MaintainStats, TableChanges, ViewTiming
+from engine.views.contract import MaintainStats, ViewTiming
 from engine.views.maintainer import ViewMaintainer, recompute_all, view_params
 
 __all__ = [
     "MaintainStats",
-    "TableChanges",
     "ViewMaintainer",
     "ViewTiming",
     "recompute_all",

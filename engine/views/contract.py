@@ -1,36 +1,15 @@
 """What the engine hands to the view maintainer per batch, and what it gets back.
 
 The engine's fold applies a batch to the mirror tables, then, in the same open
-DuckDB transaction, calls `ViewMaintainer.maintain` with one `TableChanges` per
-mirror table the batch touched. The views use `before` to retract what the old
-rows contributed and `after` to add what the new rows contribute.
+DuckDB transaction, calls `ViewMaintainer.maintain` with the batch's
+`MirrorDelta`s (engine.state.deltas) by mirror name (`schema.table`). The views
+use `before` to retract what the old rows contributed and `after` to add what the
+new rows contribute; a truncated mirror makes the views that read it rebuild.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import polars as pl
-
-
-@dataclass(frozen=True)
-class TableChanges:
-    """The rows of one mirror table whose keys a batch changed, before and after it.
-
-    `table` is the mirror's `schema.table` (e.g. "arcade.scores"). `before` holds
-    the mirror rows of the batch's changed keys as they were before the batch
-    (keys that did not exist are absent); `after` those keys' rows after the batch
-    (deleted keys are absent). Both frames have the mirror's columns (a column may
-    be missing from a frame when the mirror did not have it yet). A key whose
-    before row equals its after row changed nothing (a redelivered event).
-    `truncated`: the table was emptied in this batch; views that read it are
-    recomputed from scratch.
-    """
-
-    table: str
-    before: pl.DataFrame
-    after: pl.DataFrame
-    truncated: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import duckdb
 import polars as pl
 
-from engine.views.contract import TableChanges
+from engine.state.deltas import MirrorDelta
 from engine.views.sqlfiles import quote, quote_table
 
 _frames = itertools.count()
@@ -43,7 +43,7 @@ def mirror_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str
 def stage_inputs(
     con: duckdb.DuckDBPyConnection,
     tables: Iterable[str],
-    changes: Mapping[str, TableChanges],
+    changes: Mapping[str, MirrorDelta],
     *,
     full: Iterable[str] = (),
 ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +23,8 @@ import duckdb
 
 from engine.core.config import Settings
 from engine.core.errors import ViewError
-from engine.views.contract import MaintainStats, TableChanges, ViewTiming
+from engine.state.deltas import MirrorDelta
+from engine.views.contract import MaintainStats, ViewTiming
 from engine.views.inputs import drop_inputs, mirror_exists, stage_inputs
 from engine.views.sqlfiles import SqlFile, duckdb_message, load_dir, order_views
 
@@ -156,14 +157,15 @@ class ViewMaintainer:
     def maintain(
         self,
         con: duckdb.DuckDBPyConnection,
-        changes: Mapping[str, TableChanges],
+        changes: Mapping[str, MirrorDelta],
         batch_id: int,
         detected_at: datetime,
     ) -> MaintainStats:
         """Bring every view up to date with one batch; runs in the caller's transaction.
 
-        A batch id at or below the last maintained one is a replay: nothing is done
-        (`applied` False). Views whose inputs the batch did not change are skipped.
+        `changes`: the batch's deltas by mirror name (`schema.table`). A batch id at
+        or below the last maintained one is a replay: nothing is done (`applied`
+        False). Views whose inputs the batch did not change are skipped.
         A view with a truncated input is rebuilt from scratch (raised alerts stay).
         """
         started = time.perf_counter()
@@ -322,8 +324,3 @@ def recompute_all(
     """Rebuild every derived view from the mirror tables (tests, integration checks)."""
     settings = settings or Settings()
     ViewMaintainer(views_dir or settings.views_sql_dir, settings).recompute_all(con)
-
-
-def changed_tables(changes: Iterable[TableChanges]) -> dict[str, TableChanges]:
-    """Index a batch's changes by mirror table name."""
-    return {c.table: c for c in changes}

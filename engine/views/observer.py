@@ -18,26 +18,26 @@ import duckdb
 import polars as pl
 
 from engine.state.deltas import MirrorDelta
-from engine.views.contract import MaintainStats, TableChanges
+from engine.views.contract import MaintainStats
 from engine.views.maintainer import ViewMaintainer
 
 log = logging.getLogger(__name__)
 
 
-def to_changes(
+def by_mirror(
     conn: duckdb.DuckDBPyConnection, deltas: Sequence[MirrorDelta]
-) -> dict[str, TableChanges]:
-    """The fold's per-mirror deltas as the views' input (keyed by `schema.table`).
+) -> dict[str, MirrorDelta]:
+    """The fold's deltas by mirror name (`schema.table`), as the views take them.
 
     Two deltas of one mirror in a batch (two topics feeding one table) are joined
     per key: the first delta's before-row and the last delta's after-row.
     """
-    out: dict[str, TableChanges] = {}
+    out: dict[str, MirrorDelta] = {}
     for d in deltas:
         name = str(d.mirror)
         prev = out.get(name)
         if prev is None:
-            out[name] = TableChanges(name, d.before, d.after, d.truncated)
+            out[name] = d
             continue
         key = primary_key(conn, d.mirror.schema, d.mirror.table)
         seen = prev.before.select(key).vstack(prev.after.select(key)).unique()
@@ -48,7 +48,7 @@ def to_changes(
             [prev.after.join(d.before.select(key), on=key, how="anti"), d.after],
             how="diagonal_relaxed",
         )
-        out[name] = TableChanges(name, before, after, prev.truncated or d.truncated)
+        out[name] = MirrorDelta(d.mirror, before, after, prev.truncated or d.truncated)
     return out
 
 
@@ -76,9 +76,7 @@ class ViewsObserver:
     def __call__(
         self, conn: duckdb.DuckDBPyConnection, batch_id: int, deltas: tuple[MirrorDelta, ...]
     ) -> None:
-        stats = self.maintainer.maintain(
-            conn, to_changes(conn, deltas), batch_id, datetime.now(UTC)
-        )
+        stats = self.maintainer.maintain(conn, by_mirror(conn, deltas), batch_id, datetime.now(UTC))
         self.last = stats
         log.debug(
             "batch %d: views maintained in %.1f ms (%s)",

@@ -13,11 +13,14 @@ import duckdb
 import pytest
 
 from engine.core.config import Settings
+from engine.decode.model import MirrorName
 from engine.lab.views.handbatch import HandBatch
-from engine.views import MaintainStats, TableChanges, ViewMaintainer
+from engine.state.deltas import MirrorDelta
+from engine.views import MaintainStats, ViewMaintainer
 
 T0 = datetime(2024, 5, 6, 9, 0, tzinfo=UTC)
 SETTINGS = Settings()
+TRANSACTIONS = MirrorName("bank", "transactions")
 
 
 def s(seconds: float) -> timedelta:
@@ -35,7 +38,7 @@ class Bank:
         self.batch_ids = itertools.count(1)
         self.txn_ids = itertools.count(1000)
         self.merchants = itertools.count(1)
-        self.last: dict[str, TableChanges] = {}
+        self.last: dict[str, MirrorDelta] = {}
 
     def edit(self) -> HandBatch:
         return HandBatch(self.con)
@@ -45,7 +48,7 @@ class Bank:
         return self.maintain(self.last, batch_id)
 
     def maintain(
-        self, changes: dict[str, TableChanges], batch_id: int | None = None
+        self, changes: dict[str, MirrorDelta], batch_id: int | None = None
     ) -> MaintainStats:
         bid = next(self.batch_ids) if batch_id is None else batch_id
         return self.views.maintain(self.con, changes, bid, datetime.now(UTC))
@@ -210,7 +213,7 @@ def test_replayed_batch_raises_nothing_twice(bank: Bank) -> None:
     bank.commit(e, batch_id=50)
     before = bank.alerts()
     assert bank.maintain(bank.last, batch_id=50).applied is False
-    redelivered = {t: TableChanges(t, c.after, c.after) for t, c in bank.last.items()}
+    redelivered = {t: MirrorDelta(c.mirror, c.after, c.after) for t, c in bank.last.items()}
     stats = bank.maintain(redelivered, batch_id=51)
     assert stats.applied and stats.new_alerts == 0
     assert bank.alerts() == before
@@ -483,7 +486,7 @@ def test_truncated_transactions_keep_raised_alerts(bank: Bank) -> None:
     gone = bank.con.sql("SELECT * FROM bank.transactions").pl()
     bank.con.execute("DELETE FROM bank.transactions")
     stats = bank.maintain(
-        {"bank.transactions": TableChanges("bank.transactions", gone, gone.clear(), truncated=True)}
+        {"bank.transactions": MirrorDelta(TRANSACTIONS, gone, gone.clear(), truncated=True)}
     )
     assert stats.applied
     assert bank.alerts() == raised  # findings stay; derived counts start over

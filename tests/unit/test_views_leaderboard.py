@@ -11,11 +11,13 @@ import duckdb
 import pytest
 
 from engine.core.config import Settings
+from engine.decode.model import MirrorName
 from engine.lab.views.handbatch import HandBatch
 from engine.lab.views.scratch import differences
 from engine.lab.views.simulate import run_plan
 from engine.lab.workload.plan import PlanConfig
-from engine.views import TableChanges, ViewMaintainer
+from engine.state.deltas import MirrorDelta
+from engine.views import ViewMaintainer
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 SETTINGS = Settings(leaderboard_window_min=60)
@@ -30,7 +32,7 @@ class Board:
         self.views.create_mirror_tables(self.con)
         self.views.install(self.con)
         self.batch_ids = itertools.count(1)
-        self.last_changes: dict[str, TableChanges] = {}
+        self.last_changes: dict[str, MirrorDelta] = {}
 
     def batch(self) -> HandBatch:
         return HandBatch(self.con)
@@ -39,7 +41,7 @@ class Board:
         self.last_changes = edit.apply()
         self.maintain(self.last_changes, batch_id)
 
-    def maintain(self, changes: dict[str, TableChanges], batch_id: int | None = None) -> bool:
+    def maintain(self, changes: dict[str, MirrorDelta], batch_id: int | None = None) -> bool:
         bid = next(self.batch_ids) if batch_id is None else batch_id
         stats = self.views.maintain(self.con, changes, bid, T0)
         return stats.applied
@@ -191,7 +193,9 @@ def test_replayed_batch_is_not_counted_twice(board: Board) -> None:
     # The same batch maintained again (same id, same before/after rows): skipped.
     assert board.maintain(board.last_changes, batch_id=5) is False
     # Its events delivered again in a later batch: each key's before equals its after.
-    redelivered = {t: TableChanges(t, c.after, c.after) for t, c in board.last_changes.items()}
+    redelivered = {
+        t: MirrorDelta(c.mirror, c.after, c.after) for t, c in board.last_changes.items()
+    }
     assert board.maintain(redelivered, batch_id=6) is True
     assert {k: v[:4] for k, v in board.board().items()} == {k: v[:4] for k, v in before.items()}
     board.assert_matches_scratch()
@@ -206,7 +210,7 @@ def test_truncated_scores_rebuild_the_views(board: Board) -> None:
     board.con.execute("DELETE FROM arcade.scores")
     empty = gone.clear()
     assert board.maintain(
-        {"arcade.scores": TableChanges("arcade.scores", gone, empty, truncated=True)}
+        {"arcade.scores": MirrorDelta(MirrorName("arcade", "scores"), gone, empty, truncated=True)}
     )
     assert board.board() == {}
     assert board.board("leaderboard_window") == {}

@@ -1,4 +1,4 @@
-"""The fold's batch observer hands the views one TableChanges per mirror."""
+"""The fold's batch observer hands the views one MirrorDelta per mirror."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from engine.core.config import Settings
 from engine.decode.model import MirrorName
 from engine.state.deltas import MirrorDelta
 from engine.views import MaintainStats, ViewMaintainer
-from engine.views.observer import ViewsObserver, to_changes
+from engine.views.observer import ViewsObserver, by_mirror
 
 T = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -34,7 +34,7 @@ def test_two_deltas_of_one_mirror_join_per_key() -> None:
     first = MirrorDelta(name, scores((1, 7, 10)), scores((1, 7, 20), (2, 7, 5)))
     # the second delta saw the first one's result: key 1 is 20 before it, then deleted
     second = MirrorDelta(name, scores((1, 7, 20), (3, 8, 1)), scores((3, 8, 2)))
-    [(table, changes)] = to_changes(con, [first, second]).items()
+    [(table, changes)] = by_mirror(con, [first, second]).items()
     assert table == "arcade.scores"
     assert sorted(changes.before.rows()) == [(1, 7, 10), (3, 8, 1)]
     assert sorted(changes.after.rows()) == [(2, 7, 5), (3, 8, 2)]

@@ -1,4 +1,4 @@
-"""Hand-built batches for tests: edit mirror tables row by row, get the TableChanges.
+"""Hand-built batches for tests: edit mirror tables row by row, get the MirrorDeltas.
 
     edit = HandBatch(con)
     edit.insert("arcade.scores", score_id=1, player_id=7, points=100, achieved_at=t)
@@ -19,8 +19,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from engine.lab.views.planfeed import KEYS
-from engine.views.contract import TableChanges
+from engine.lab.views.planfeed import KEYS, mirror_name
+from engine.state.deltas import MirrorDelta
 from engine.views.sqlfiles import quote, quote_table
 
 
@@ -41,7 +41,7 @@ class HandBatch:
         self._ops.append(("delete", table, key, {}))
         return self
 
-    def apply(self) -> dict[str, TableChanges]:
+    def apply(self) -> dict[str, MirrorDelta]:
         """Apply the edits (in the caller's transaction, if any) and return the changes."""
         keys: dict[str, list[object]] = {}
         for _, table, key, _ in self._ops:
@@ -63,7 +63,10 @@ class HandBatch:
             else:
                 self.con.execute(f"DELETE FROM {target} WHERE {key_col} = ?", [key])
         self._ops.clear()
-        return {t: TableChanges(t, before[t], rows_of(self.con, t, ks)) for t, ks in keys.items()}
+        return {
+            t: MirrorDelta(mirror_name(t), before[t], rows_of(self.con, t, ks))
+            for t, ks in keys.items()
+        }
 
 
 def rows_of(con: duckdb.DuckDBPyConnection, table: str, keys: list[object]) -> pl.DataFrame:

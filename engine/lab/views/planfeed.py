@@ -5,7 +5,7 @@ stack: the generator's pure planner (engine.lab.workload) yields Postgres
 transactions of one-row statements with bound parameters. `PlanFeed` applies
 them to mirror-shaped DuckDB tables the way the engine's fold does (per batch:
 the changed keys' rows are read, the batch's changes are collapsed per key, then
-written with one DELETE and one INSERT per table) and returns the `TableChanges`
+written with one DELETE and one INSERT per table) and returns the `MirrorDelta`s
 the fold would hand to the view maintainer.
 
 The statements are interpreted in Python (the generator's SQL has three simple
@@ -32,8 +32,9 @@ import duckdb
 import polars as pl
 
 from engine.core.errors import ViewError
+from engine.decode.model import MirrorName
 from engine.lab.workload.plan import PgTxn, Statement
-from engine.views.contract import TableChanges
+from engine.state.deltas import MirrorDelta
 from engine.views.sqlfiles import quote, quote_table
 
 #: Primary key column of each captured table of the demo domains.
@@ -49,6 +50,14 @@ KEYS: Mapping[str, str] = {
 }
 
 Row = dict[str, Any]
+
+
+def mirror_name(table: str) -> MirrorName:
+    """`bank.transactions` -> MirrorName("bank", "transactions")."""
+    schema, _, name = table.partition(".")
+    return MirrorName(schema, name)
+
+
 #: (row before the statement or None, the statement's parameters) -> row after or None.
 Apply = Callable[[Row | None, tuple[object, ...]], Row | None]
 
@@ -61,7 +70,7 @@ _ADD = re.compile(r"(\w+) \+ (%s|\d+)")
 
 @dataclass(frozen=True)
 class FedBatch:
-    changes: dict[str, TableChanges]
+    changes: dict[str, MirrorDelta]
     #: Captured row changes in the batch.
     events: int
     #: Simulated time of the batch's last Postgres transaction (microseconds).
@@ -95,10 +104,10 @@ class PlanFeed:
                 rows.pop(key, None)
             else:
                 rows[key] = new
-        changes: dict[str, TableChanges] = {}
+        changes: dict[str, MirrorDelta] = {}
         for table, ks in keys.items():
             self._write(table, list(dict.fromkeys(ks)), list(current[table].values()))
-            changes[table] = TableChanges(table, before[table], self._rows(table, ks))
+            changes[table] = MirrorDelta(mirror_name(table), before[table], self._rows(table, ks))
         last_us = max((t.at_us for t in txns), default=0)
         return FedBatch(changes, len(statements), last_us)
 
