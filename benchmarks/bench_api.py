@@ -48,7 +48,8 @@ def engine(path: str, rate: float, duration: float, players: int, pipe: Connecti
     import polars as pl
 
     from engine.core.config import Settings
-    from engine.serve import StateReader, start_api
+    from engine.serve import start_api
+    from engine.state.reader import StateReader
     from engine.state.store import Store
 
     settings = Settings.from_env({}, state_path=Path(path), home=Path(path).parent)

@@ -2,7 +2,8 @@
 
 Integration point for the engine runner (see engine.serve.server):
 
-    from engine.serve import StateReader, start_api
+    from engine.serve import start_api
+    from engine.state.reader import StateReader
 
     api = start_api(settings, StateReader.for_store(store))
     ...
@@ -18,13 +19,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.serve.reader import StateReader
     from engine.serve.server import ApiHandle, start_api
 
-__all__ = ["ApiHandle", "StateReader", "start_api"]
+__all__ = ["ApiHandle", "start_api"]
 
 _WHERE = {
-    "StateReader": "engine.serve.reader",
     "ApiHandle": "engine.serve.server",
     "start_api": "engine.serve.server",
 }

@@ -40,8 +40,8 @@ from engine.core.config import Settings
 from engine.core.errors import ApiError, QueryError
 from engine.serve import formats, metrics, prom
 from engine.serve.query import run_query
-from engine.serve.reader import StateReader
 from engine.serve.timeouts import Deadline
+from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import uvicorn
 from engine.core.config import Settings
 from engine.core.errors import ApiError
 from engine.serve.app import ApiOptions, build_app
-from engine.serve.reader import StateReader
+from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,8 @@ from streamlit.testing.v1 import AppTest
 from engine.core.config import PACKAGE_PROJECT_DIR, Settings
 from engine.lab.views.simulate import run_plan
 from engine.lab.workload.plan import PlanConfig
-from engine.serve import ApiHandle, StateReader, start_api
+from engine.serve import ApiHandle, start_api
+from engine.state.reader import StateReader
 from engine.state.store import Store
 from engine.views.maintainer import ViewMaintainer
 

@@ -18,7 +18,8 @@ import pytest
 from serve_support import build_state, fingerprint, fold_batches, settings_for
 
 from engine.core.config import Settings
-from engine.serve import ApiHandle, StateReader, start_api
+from engine.serve import ApiHandle, start_api
+from engine.state.reader import StateReader
 
 
 @dataclass

@@ -14,7 +14,8 @@ from click.testing import CliRunner, Result
 from serve_support import build_state, free_port, settings_for
 
 from engine.app.cli import main
-from engine.serve import StateReader, start_api
+from engine.serve import start_api
+from engine.state.reader import StateReader
 
 ACCOUNTS = "SELECT id, owner, balance FROM bank.accounts ORDER BY id LIMIT 3"
 

@@ -15,8 +15,9 @@ from rich.table import Table
 from engine.app.build import engine_runner
 from engine.core.config import Settings
 from engine.ingest.topics import subscription
-from engine.serve import StateReader, start_api
+from engine.serve import start_api
 from engine.state import deadletters
+from engine.state.reader import StateReader
 from engine.state.store import Store
 
 _RUN_EPILOG = """\

@@ -17,7 +17,7 @@ from engine.replay.asof import state_as_of
 from engine.serve import formats, output
 from engine.serve.client import ApiClient
 from engine.serve.query import run_query
-from engine.serve.reader import StateReader
+from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
 
