@@ -15,7 +15,12 @@ from engine.views.observer import ViewsObserver
 
 
 def attach_views(settings: Settings, store: Store, writer: StateWriter) -> ViewsObserver:
-    maintainer = ViewMaintainer(settings.views_sql_dir, settings)
+    # The views' named parameters: every fraud_* / leaderboard_* setting, which the
+    # settings now keep in their `views` section (to be handed over as it is).
+    params = {
+        n: v for n, v in vars(settings.views).items() if n.startswith(("fraud_", "leaderboard_"))
+    }
+    maintainer = ViewMaintainer(settings.views_sql_dir, params)
     with store.lock:
         maintainer.install(store.connection)
     # The maintainer itself warns about transfers left unbalanced for many batches.

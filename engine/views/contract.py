@@ -22,6 +22,11 @@ class ViewTiming:
     ran: bool
 
 
+#: The per-batch figures of `MaintainStats` that view files feed through their
+#: `-- counts:` and `-- returns:` headers (see engine.views.sqlfiles).
+FIGURES = ("new_alerts", "conservation_violations")
+
+
 @dataclass(frozen=True)
 class MaintainStats:
     """What one `maintain` call did, for the engine's batch metrics."""

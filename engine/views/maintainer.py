@@ -21,45 +21,44 @@ from pathlib import Path
 
 import duckdb
 
-from engine.core.config import Settings
 from engine.core.errors import ViewError
 from engine.state.deltas import MirrorDelta
-from engine.views.contract import MaintainStats, ViewTiming
+from engine.views.contract import FIGURES, MaintainStats, ViewTiming
 from engine.views.inputs import drop_inputs, mirror_exists, stage_inputs
-from engine.views.sqlfiles import SqlFile, duckdb_message, load_dir, order_views
+from engine.views.sqlfiles import (
+    Column,
+    SqlFile,
+    duckdb_message,
+    load_dir,
+    order_views,
+    quote,
+    quote_table,
+)
 
 log = logging.getLogger(__name__)
 
-#: State tables each view writes; emptied when the view is rebuilt from scratch.
-VIEW_STATE: Mapping[str, tuple[str, ...]] = {
-    "leaderboard": ("live.player_totals", "live.leaderboard"),
-    "leaderboard_window": ("live.leaderboard_window",),
-    "fraud_alerts": ("live.payment_buckets",),
-    "account_risk": ("live.account_risk",),
-    "transfer_conservation": ("live.unbalanced_transfers",),
-}
-#: Findings a view keeps when an input table is truncated (they are cleared only by
-#: `recompute_all`): alerts stay raised even if the rows behind them are gone.
-VIEW_FINDINGS: Mapping[str, tuple[str, ...]] = {"fraud_alerts": ("live.fraud_alerts",)}
 #: Schema of the views' tables (sql/views/state/).
 SCHEMA = "live"
-#: live.progress row holding the last maintained batch.
+#: The maintainer's bookkeeping table (sql/views/state/) and its row holding the last
+#: maintained batch.
+_PROGRESS = f"{SCHEMA}.progress"
 _BATCHES = "batches"
-#: A transfer leg whose other leg sits in another partition usually arrives a batch or
-#: two later; one still unbalanced after this many batches is warned about.
+#: Named parameters the engine binds in every batch; view files use them undeclared.
+ENGINE_PARAMS = frozenset({"batch_id", "detected_at"})
+#: A row of a `-- stuck:` table usually goes away a batch or two later (a transfer leg
+#: whose other leg sits in another partition); one still there after this many
+#: batches is warned about.
 STUCK_AFTER_BATCHES = 20
 
 
-def view_params(settings: Settings) -> dict[str, object]:
-    """The settings the view SQL may use, as named parameters ($fraud_tiny_eur, ...)."""
-    names = [n for n in vars(settings) if n.startswith(("fraud_", "leaderboard_"))]
-    return {n: getattr(settings, n) for n in sorted(names)}
-
-
 class ViewMaintainer:
-    """Loads sql/views/ and maintains its views in a DuckDB state."""
+    """Loads sql/views/ and maintains its views in a DuckDB state.
 
-    def __init__(self, views_dir: Path, settings: Settings) -> None:
+    `params` holds the named parameters the view files declare in their `-- params:`
+    headers ($fraud_tiny_eur, ...); the engine adds $batch_id and $detected_at.
+    """
+
+    def __init__(self, views_dir: Path, params: Mapping[str, object]) -> None:
         self.views_dir = Path(views_dir)
         if not self.views_dir.is_dir():
             raise ViewError(
@@ -70,12 +69,20 @@ class ViewMaintainer:
         self.checks = load_dir(self.views_dir / "checks")
         self.state_ddl = load_dir(self.views_dir / "state")
         self.mirror_ddl = load_dir(self.views_dir / "mirrors")
-        self.params = view_params(settings)
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                "ViewMaintainer takes the views' parameters as a mapping (name -> value), "
+                f"not a {type(params).__name__}"
+            )
+        self.params = dict(params)
+        for f in self.files:
+            _check_headers(f, self.params)
         #: Mirror tables some view or check reads.
         self.inputs = tuple(sorted({t for f in self.files for t in f.inputs}))
         self._prepared = False
-        #: Transfers reported as stuck half-written (warned again only when more are).
-        self._stuck_reported = 0
+        #: Per file with a `-- stuck:` header: the rows warned about (warned again only
+        #: when more are).
+        self._stuck_reported: dict[str, int] = {}
 
     @property
     def files(self) -> list[SqlFile]:
@@ -89,9 +96,10 @@ class ViewMaintainer:
         Call outside any open transaction. A mirror table a view reads that no event
         created yet is created with the shape in sql/views/mirrors/ (the shape the
         engine's fold gives it), so that the dry run checks each view against the
-        real tables: a file that does not parse, reads an unknown table or column, or
-        uses an unknown parameter raises ViewError naming the file and quoting DuckDB.
-        The dry run's effects are rolled back.
+        real tables: a file that reads an unknown table or column, or whose headers
+        name one, raises ViewError naming the file and quoting DuckDB (a file that
+        does not parse, or uses a parameter its header does not declare, was refused
+        when loaded). The dry run's effects are rolled back.
         """
         con.execute("BEGIN TRANSACTION")
         try:
@@ -105,6 +113,7 @@ class ViewMaintainer:
             stage_inputs(con, self.inputs, {})
             for f in self.files:
                 self._run(con, f, self._values(0, datetime.now(UTC)))
+                _check_tables(con, f)
         finally:
             con.execute("ROLLBACK")
         log.info("views installed: %s", ", ".join(f.name for f in self.files))
@@ -165,8 +174,8 @@ class ViewMaintainer:
 
         `changes`: the batch's deltas by mirror name (`schema.table`). A batch id at
         or below the last maintained one is a replay: nothing is done (`applied`
-        False). Views whose inputs the batch did not change are skipped.
-        A view with a truncated input is rebuilt from scratch (raised alerts stay).
+        False). Views whose inputs the batch did not change are skipped. A view with
+        a truncated input is rebuilt from scratch (its findings stay).
         """
         started = time.perf_counter()
         if not self._prepared:  # the engine may hand over a state install() never saw
@@ -181,8 +190,11 @@ class ViewMaintainer:
         truncated = {name for name, c in changes.items() if c.truncated}
         values = self._values(batch_id, detected_at)
         timings: list[ViewTiming] = []
-        violations = 0
-        stuck = None
+        figures = dict.fromkeys(FIGURES, 0)
+        #: Files with a `-- returns:` header that ran on the batch, and their count.
+        returned: list[tuple[SqlFile, int]] = []
+        #: Files with a `-- stuck:` header that ran on the batch, and their old rows.
+        stuck: list[tuple[SqlFile, int]] = []
         try:
             stage_inputs(con, self.inputs, changes)
             rebuild = [f for f in self.files if truncated & set(f.inputs)]
@@ -198,50 +210,47 @@ class ViewMaintainer:
                     timings.append(ViewTiming(f.name, 0.0, False))
                     continue
                 timings.append(ViewTiming(f.name, _ms(t0), True))
-                if f.name == "transfer_conservation" and result:
-                    violations = int(str(result[0][0]))
-                    stuck = _scalar(
-                        con,
-                        "SELECT count(*) FROM live.unbalanced_transfers WHERE batch_id <= ?",
-                        batch_id - STUCK_AFTER_BATCHES,
-                    )
-            new_alerts = _scalar(
-                con, "SELECT count(*) FROM live.fraud_alerts WHERE first_batch = ?", batch_id
-            )
+                if f.returns is not None and result:
+                    n = int(str(result[0][0]))
+                    figures[f.returns] += n
+                    returned.append((f, n))
+                    if f.stuck is not None:
+                        old = _count_rows(con, f.stuck, "<=", batch_id - STUCK_AFTER_BATCHES)
+                        stuck.append((f, old))
+            for f in self.files:
+                for count in f.counts:
+                    figures[count.figure] += _count_rows(con, count.rows, "=", batch_id)
             con.execute(
-                "INSERT INTO live.progress (name, batch_id, updated) VALUES (?, ?, ?) "
+                f"INSERT INTO {_PROGRESS} (name, batch_id, updated) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET batch_id = excluded.batch_id, "
                 "updated = excluded.updated",
                 [_BATCHES, batch_id, detected_at],
             )
         finally:
             drop_inputs(con, self.inputs)
-        if violations:
-            # Usual while legs in different partitions arrive in different batches.
-            log.debug(
-                "batch %d: %d transfer(s) unbalanced in the bank mirror (one leg missing or "
-                "not offsetting the other); see live.unbalanced_transfers",
-                batch_id,
-                violations,
-            )
-        if stuck is not None:
-            if stuck > self._stuck_reported:
+        for f, n in returned:
+            if n:
+                # At debug level: what a check counts often resolves a batch later (the
+                # other leg of a transfer, in another partition); see `-- stuck:`.
+                log.debug("batch %d: %d %s; see %s", batch_id, n, _label(f), _where(f))
+        for f, n in stuck:
+            if n > self._stuck_reported.get(f.name, 0):
                 log.warning(
-                    "batch %d: %d transfer(s) unbalanced in the bank mirror for %d batches or "
-                    "more (a leg missing or not offsetting the other); see "
-                    "live.unbalanced_transfers",
+                    "batch %d: %d %s for %d batches or more; see %s",
                     batch_id,
-                    stuck,
+                    n,
+                    _label(f),
                     STUCK_AFTER_BATCHES,
+                    _where(f),
                 )
-            self._stuck_reported = stuck
+            self._stuck_reported[f.name] = n
         return MaintainStats(
             batch_id,
             True,
             _ms(started),
             tuple(timings),
-            new_alerts=new_alerts,
-            conservation_violations=violations,
+            new_alerts=figures["new_alerts"],
+            conservation_violations=figures["conservation_violations"],
         )
 
     def recompute_all(
@@ -272,10 +281,10 @@ class ViewMaintainer:
         *,
         findings: bool = False,
     ) -> None:
-        """Rebuild one view from the whole mirror; `findings`: clear its alerts too."""
-        tables = [*VIEW_STATE.get(f.name, ()), *(VIEW_FINDINGS.get(f.name, ()) if findings else ())]
-        for table in tables:
-            con.execute(f"DELETE FROM {table}")
+        """Rebuild one view from the whole mirror (its `-- state:` tables emptied first);
+        `findings`: empty its `-- findings:` tables too."""
+        for table in [*f.state, *(f.findings if findings else ())]:
+            con.execute(f"DELETE FROM {quote_table(table)}")
         stage_inputs(con, self.inputs, {}, full=f.inputs)
         self._run(con, f, values)
 
@@ -302,14 +311,64 @@ class ViewMaintainer:
 
     def _last_batch(self, con: duckdb.DuckDBPyConnection) -> int | None:
         rows = con.execute(
-            "SELECT batch_id FROM live.progress WHERE name = ?", [_BATCHES]
+            f"SELECT batch_id FROM {_PROGRESS} WHERE name = ?", [_BATCHES]
         ).fetchall()
         return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str, *params: object) -> int:
-    rows = con.execute(sql, list(params)).fetchall()
-    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+def _check_headers(f: SqlFile, params: Mapping[str, object]) -> None:
+    """A file's headers against its SQL and the parameters given (at load)."""
+    undeclared = sorted(f.used_params - ENGINE_PARAMS - set(f.params))
+    if undeclared:
+        raise ViewError(
+            f"{f.path}: uses {', '.join('$' + p for p in undeclared)}, which its "
+            "`-- params:` header does not declare"
+        )
+    missing = sorted(set(f.params) - ENGINE_PARAMS - params.keys())
+    if missing:
+        raise ViewError(
+            f"{f.path}: its `-- params:` header declares "
+            f"{', '.join('$' + p for p in missing)}, which the parameters given to the views "
+            f"do not hold (given: {', '.join(sorted(params)) or 'none'})"
+        )
+    for figure in [*(c.figure for c in f.counts), *([f.returns] if f.returns else [])]:
+        if figure not in FIGURES:
+            raise ViewError(
+                f"{f.path}: unknown figure {figure!r} in a header; known: {', '.join(FIGURES)}"
+            )
+    if f.stuck is not None and f.returns is None:
+        raise ViewError(f"{f.path}: a `-- stuck:` header needs a `-- returns:` header")
+
+
+def _check_tables(con: duckdb.DuckDBPyConnection, f: SqlFile) -> None:
+    """The tables and columns a file's headers name exist (in the dry run)."""
+    named: list[tuple[str, str, str]] = [
+        *(("state", t, "*") for t in f.state),
+        *(("findings", t, "*") for t in f.findings),
+        *(("counts", c.rows.table, quote(c.rows.column)) for c in f.counts),
+    ]
+    if f.stuck is not None:
+        named.append(("stuck", f.stuck.table, quote(f.stuck.column)))
+    for header, table, select in named:
+        try:
+            con.execute(f"SELECT {select} FROM {quote_table(table)} LIMIT 0")
+        except duckdb.Error as exc:
+            raise ViewError(f"{f.path}: its `-- {header}:` header: {duckdb_message(exc)}") from exc
+
+
+def _count_rows(con: duckdb.DuckDBPyConnection, rows: Column, op: str, batch_id: int) -> int:
+    """Rows of `rows.table` whose `rows.column` is `op` `batch_id`."""
+    sql = f"SELECT count(*) FROM {quote_table(rows.table)} WHERE {quote(rows.column)} {op} ?"
+    found = con.execute(sql, [batch_id]).fetchall()
+    return int(found[0][0]) if found and found[0][0] is not None else 0
+
+
+def _label(f: SqlFile) -> str:
+    return f.label or f"{f.returns} ({f.name})"
+
+
+def _where(f: SqlFile) -> str:
+    return f.stuck.table if f.stuck is not None else ", ".join(f.state) or str(f.path)
 
 
 def _ms(started: float) -> float:
@@ -317,10 +376,7 @@ def _ms(started: float) -> float:
 
 
 def recompute_all(
-    con: duckdb.DuckDBPyConnection,
-    settings: Settings | None = None,
-    views_dir: Path | None = None,
+    con: duckdb.DuckDBPyConnection, views_dir: Path, params: Mapping[str, object]
 ) -> None:
     """Rebuild every derived view from the mirror tables (tests, integration checks)."""
-    settings = settings or Settings()
-    ViewMaintainer(views_dir or settings.views_sql_dir, settings).recompute_all(con)
+    ViewMaintainer(views_dir, params).recompute_all(con)

@@ -1,6 +1,6 @@
 """Hook the views into the engine's fold: a `BatchObserver` for `StateWriter`.
 
-    maintainer = ViewMaintainer(settings.views_sql_dir, settings)
+    maintainer = ViewMaintainer(views_dir, params)   # params: the views' $parameters
     maintainer.install(store.connection)             # once, outside a transaction
     writer = StateWriter(store, group, observers=[ViewsObserver(maintainer)])
 

@@ -1,6 +1,7 @@
 -- account_risk: current risk per account, from its recent alerts and behaviour.
 -- inputs: bank.transactions, bank.devices, bank.accounts
 -- after: fraud_alerts
+-- state: live.account_risk
 --
 -- risk_score = 1 - (1 - alerts) * (1 - behaviour), where
 --   alerts    = 1 - prod(1 - severity * decay) over the account's alerts of the last

@@ -1,6 +1,19 @@
 -- fraud_alerts: rules for the fraud patterns of the bank domain, one alert per
 -- episode of a rule on an account, with the numbers that triggered it.
 -- inputs: bank.transactions, bank.devices, bank.accounts
+-- state: live.payment_buckets
+-- findings: live.fraud_alerts
+-- counts: new_alerts = live.fraud_alerts.first_batch
+-- params: fraud_tiny_eur, fraud_baseline_days
+-- params: fraud_velocity_window_s, fraud_velocity_min_count, fraud_velocity_baseline_factor
+-- params: fraud_card_testing_window_s, fraud_card_testing_min_count
+-- params: fraud_card_testing_min_merchants, fraud_card_testing_large_eur
+-- params: fraud_travel_max_kmh, fraud_travel_slack_km
+-- params: fraud_takeover_window_s, fraud_takeover_device_age_s, fraud_takeover_min_share
+-- params: fraud_structuring_threshold_eur, fraud_structuring_band
+-- params: fraud_structuring_min_count, fraud_structuring_window_s
+-- params: fraud_new_account_age_days, fraud_new_account_min_inflow_eur
+-- params: fraud_new_account_move_share, fraud_new_account_move_window_s
 --
 -- Incremental: a batch re-evaluates only the accounts it touched, over the event-time
 -- span of its changes widened by the longest rule window ($fraud_* settings), reading

@@ -1,5 +1,6 @@
 -- leaderboard: per player total and best score over all scores, rank, rank change.
 -- inputs: arcade.scores, arcade.players
+-- state: live.player_totals, live.leaderboard
 --
 -- Incremental: a batch moves each touched player's totals by its deltas (after-rows
 -- added, before-rows subtracted), so the work depends on the batch, not on the

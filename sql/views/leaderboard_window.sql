@@ -3,6 +3,8 @@
 -- where window_end is the newest achieved_at seen so far (it never moves back). A
 -- late score counts when its own achieved_at is still inside the window.
 -- inputs: arcade.scores, arcade.players
+-- state: live.leaderboard_window
+-- params: leaderboard_window_min
 --
 -- Incremental: a batch recomputes, from the mirror and within the window only, the
 -- players it touched and the players whose scores slid out of the window as the

@@ -1,5 +1,9 @@
 -- Money conservation for completed transfers, checked after every batch.
 -- inputs: bank.transactions
+-- state: live.unbalanced_transfers
+-- returns: conservation_violations
+-- label: transfer(s) unbalanced in the bank mirror (one leg missing or not offsetting the other)
+-- stuck: live.unbalanced_transfers.batch_id
 --
 -- A transfer is two rows written in one Postgres transaction: transfer_out on the
 -- paying account (negative) and transfer_in on the receiving one (positive), each
