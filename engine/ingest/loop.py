@@ -16,8 +16,15 @@ Bounds and ordering:
 - Before partitions are revoked (the source calls `revoking` inside `poll`), the
   loop waits until the folder finished every batch it was handed and checkpoints
   them: no batch is in flight while partitions move.
-- Stop (SIGTERM, `stop.set()`): the batch in hand is folded and checkpointed,
-  then `run` returns. A folding error stops the loop and `run` raises it.
+- A refused batch (another member folded past it) is skipped to the stored
+  positions. Batches polled before that seek would continue from the old
+  positions, so every batch of the same *seek epoch* is refused too; the poller
+  waits for all of them, then seeks each partition once, to the earliest position
+  any of them asks for, and starts a new epoch. The input of a bounded source
+  ends only when no refusal moved it back.
+- Stop (SIGTERM, `stop.set()`, or `leave.set()` for this loop alone): the batch in
+  hand is folded and checkpointed, nothing more is polled, then `run` returns. A
+  folding error stops the loop and `run` raises it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from engine.ingest.source import BatchSource, Key, Polled
-from engine.ingest.step import CheckpointedStep, Outcome
+from engine.ingest.step import CheckpointedStep, Outcome, Refused, rewind_positions
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +54,19 @@ class FoldLoop:
         step: CheckpointedStep,
         *,
         stop: threading.Event,
+        leave: threading.Event | None = None,
         on_outcome: OutcomeHook | None = None,
         on_assigned: AssignedHook | None = None,
     ) -> None:
         self.source = source
         self.step = step
         self.stop = stop
+        self.leave = leave or threading.Event()
         self.on_outcome = on_outcome
         self.on_assigned = on_assigned
-        self._handover: queue.Queue[Polled | None] = queue.Queue(maxsize=1)
+        self._handover: queue.Queue[tuple[int, Polled] | None] = queue.Queue(maxsize=1)
+        #: Seek epoch: advanced each time refused batches moved the source back.
+        self._epoch = 0
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._caught_up = False
@@ -74,15 +85,22 @@ class FoldLoop:
         folder.start()
         ended = False
         try:
-            while not self.stop.is_set() and self._error is None:
-                self._checkpoint_folded()
+            while not self._stopping():
+                if self._checkpoint_folded():
+                    continue
+                if self._stopping():
+                    break
                 polled = self.source.poll(self)
                 if polled is None:
-                    ended = True
+                    # Ended, unless a batch in flight is refused and moves the source back.
+                    self._handover.join()
+                    if self._error is None and self._checkpoint_folded():
+                        continue
+                    ended = self._error is None
                     break
                 if polled.records:
                     self._caught_up = False
-                    self._handover.put(polled)
+                    self._handover.put((self._epoch, polled))
                 else:
                     self._caught_up = (
                         self._handover.unfinished_tasks == 0
@@ -114,26 +132,55 @@ class FoldLoop:
 
     # -- poller side ----------------------------------------------------------------------
 
-    def _checkpoint_folded(self) -> None:
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.leave.is_set() or self._error is not None
+
+    def _checkpoint_folded(self) -> bool:
+        """Checkpoint what was folded; True when refused batches moved the source back
+        (then every batch in flight was waited for and a new seek epoch began)."""
+        refused: list[Refused] = []
         while True:
             try:
                 outcome = self._done.get_nowait()
             except queue.Empty:
-                return
-            commit_ms = self.step.checkpoint(self.source, outcome)
+                if not refused:
+                    return False
+                # Every batch polled before the seek is refused too: wait for them all.
+                self._handover.join()
+                if not self._done.empty():
+                    continue
+                self.source.seek(rewind_positions(refused))
+                self._epoch += 1
+                return True
+            if isinstance(outcome, Refused):
+                refused.append(outcome)
+                commit_ms = 0.0
+            else:
+                commit_ms = self.step.checkpoint(self.source, outcome)
             if self.on_outcome is not None:
                 self.on_outcome(self.source, outcome, commit_ms)
 
     # -- folder thread --------------------------------------------------------------------
 
     def _fold_loop(self) -> None:
+        refused_epoch = -1
         while True:
-            polled = self._handover.get()
+            item = self._handover.get()
             try:
-                if polled is None:
+                if item is None:
                     return
-                if self._error is None:
-                    self._done.put(self.step.fold(polled))
+                epoch, polled = item
+                if self._error is not None:
+                    continue
+                if epoch <= refused_epoch:
+                    # Polled before the source was moved back: it continues from the old
+                    # positions, so it is refused as a whole.
+                    self._done.put(self.step.refuse(polled))
+                    continue
+                outcome = self.step.fold(polled)
+                if isinstance(outcome, Refused):
+                    refused_epoch = epoch
+                self._done.put(outcome)
             except BaseException as exc:
                 log.error("%s: folding failed: %s", self.source.name, exc)
                 self._error = exc

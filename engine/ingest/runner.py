@@ -112,11 +112,8 @@ class Runner:
                 if self._idle_long_enough():
                     log.info("no records for %.1f s: stopping", self.idle_exit_s)
                     self.stop.set()
-                if self.stop.is_set():
-                    self._stop_members()
         finally:
             self.stop.set()
-            self._stop_members()
             for t in threads:
                 t.join()
             restore()
@@ -134,12 +131,6 @@ class Runner:
         """Stop one member: it finishes its batch and leaves the group; the others
         take over its partitions (from the offsets stored in DuckDB)."""
         self._stop_event(name).set()
-
-    def _stop_members(self) -> None:
-        with self._stats_lock:
-            events = list(self._member_stop.values())
-        for event in events:
-            event.set()
 
     def _stop_event(self, name: str) -> threading.Event:
         with self._stats_lock:
@@ -181,14 +172,12 @@ class Runner:
     # -- members --------------------------------------------------------------------------
 
     def _member_loop(self, source: BatchSource) -> None:
-        # The member stops with the engine (run sets every member's event), or alone.
-        mine = self._stop_event(source.name)
-        if self.stop.is_set():
-            mine.set()
+        # The member stops with the engine, or leaves alone (stop_member).
         loop = FoldLoop(
             source,
             CheckpointedStep(self.writer, source.name),
-            stop=mine,
+            stop=self.stop,
+            leave=self._stop_event(source.name),
             on_outcome=self._outcome,
             on_assigned=self._assigned,
         )

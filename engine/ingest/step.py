@@ -62,6 +62,19 @@ class Bounded:
 Outcome = Folded | Refused | Bounded
 
 
+def rewind_positions(refused: Sequence[Refused]) -> dict[Key, int]:
+    """Where to read again after refused batches: per partition, the earliest of the
+    stored position (a partition another member folded past) and the first offset
+    of the refused batches (a partition they held that was not folded)."""
+    out: dict[Key, int] = {}
+    for batch in refused:
+        for p in batch.progress:
+            key = (p.topic, p.partition)
+            target = batch.stored.get(key, p.first_offset)
+            out[key] = min(out.get(key, target), target)
+    return out
+
+
 class CheckpointedStep:
     """Folds batches of one source into a state writer (shared by a group's members).
 
@@ -118,16 +131,14 @@ class CheckpointedStep:
     def _decode(self, records: Sequence[RecordLike]) -> DecodedBatch:
         return self.decoder.decode(records, self.writer.known_schemas())
 
-    def checkpoint(self, source: BatchSource, outcome: Outcome) -> float:
-        """Acknowledge a folded batch at the source, or move a refused one's partitions
-        to the stored positions (the poller thread). Returns the commit milliseconds."""
-        if isinstance(outcome, Refused):
-            stored = {
-                (p.topic, p.partition): outcome.stored.get((p.topic, p.partition), p.first_offset)
-                for p in outcome.progress
-            }
-            source.seek(stored)
-            return 0.0
+    def refuse(self, polled: Polled) -> Refused:
+        """Refuse a batch unread: it was polled before the source was moved back."""
+        consumed, _nbytes = positions.consumed(polled.records)
+        return Refused(consumed, {})
+
+    def checkpoint(self, source: BatchSource, outcome: Folded | Bounded) -> float:
+        """Acknowledge a folded batch at the source (the poller thread; a refused one is
+        the loop's to seek back). Returns the commit milliseconds."""
         if isinstance(outcome, Bounded):
             source.finish(outcome.finished)
             return 0.0

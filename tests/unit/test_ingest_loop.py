@@ -393,9 +393,11 @@ def test_the_reference_state_is_not_trivial() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (engine/state/collapse.py, fold.py): a truncate is ordered by LSN against "
-    "the other partitions' changes only within one batch; folded in a later batch than "
-    "them, it deletes rows created after it",
+    reason="Known limit of folding without transaction order (no TxnRules): a truncate is "
+    "ordered by LSN against the other partitions' changes only within one batch; folded in "
+    "a later batch than them, it deletes rows created after it. Whole transactions in "
+    "commit order (engine/state/transactions.py, a one-partition transaction topic) order "
+    "it: see tests/unit/test_transactions.py",
 )
 def test_truncate_in_one_partition_is_ordered_against_the_others() -> None:
     # lab_double: labdbl.lab.everything[1]@9 is a TRUNCATE; ids 6 and 7 are created in
@@ -478,13 +480,6 @@ def bank_log(count: int) -> MemoryLog:
     return log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (engine/ingest/loop.py + step.py, offsets.stale): a batch polled behind a "
-    "refused one is folded before the poller applies the refusal's seek; it starts past "
-    "the stored offset of a partition the refused batch held, and the skipped records "
-    "are never folded",
-)
 def test_a_batch_polled_behind_a_refused_one_does_not_skip_records() -> None:
     log = bank_log(60)
     a, c = ("bank.bank.transactions", 0), ("bank.bank.transactions", 1)
@@ -512,13 +507,6 @@ def test_a_batch_polled_behind_a_refused_one_does_not_skip_records() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (engine/ingest/loop.py, FoldLoop.run): the loop ends at the first poll "
-    "that returns None, although a batch still in flight may be refused and move its "
-    "partitions back (the seek comes after the end): run() returns True with records "
-    "never folded",
-)
 def test_the_input_ends_only_when_no_refused_batch_moved_back() -> None:
     a, c = ("bank.bank.transactions", 0), ("bank.bank.transactions", 1)
     bank = bank_records(6)

@@ -197,11 +197,6 @@ def test_sigterm_folds_the_batches_in_hand_and_returns(main_thread: None) -> Non
     assert {m: len(ps) for m, ps in stats.owners.items()} == {"member-1": len(log.partitions())}
 
 
-@pytest.mark.xfail(
-    reason="BUG (engine/ingest/runner.py): the signal handler sets only Runner.stop; each "
-    "member's loop watches its own event, which run() sets at its next 0.2 s join "
-    "timeout, so a member goes on polling (and folding) new batches meanwhile",
-)
 def test_sigterm_polls_nothing_after_the_signal(main_thread: None) -> None:
     t = Terminated()
     # Only the batches in hand when the signal came: one folding, one in the
