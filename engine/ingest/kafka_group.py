@@ -79,6 +79,19 @@ def check_topics(consumer: KafkaConsumer, topics: Sequence[str]) -> None:
         )
 
 
+class _NoLoop:
+    """The Rebalance before the first poll: nothing in flight, nothing stored known."""
+
+    def revoking(self, partitions: Sequence[Key]) -> None:
+        pass
+
+    def assigned(self, partitions: Sequence[Key]) -> Mapping[Key, int]:
+        return {}
+
+
+_NO_LOOP = _NoLoop()
+
+
 class _SeekToStoredOffsets(ConsumerRebalanceListener):
     """kafka-python's listener, forwarding to the loop's Rebalance of the current poll."""
 
@@ -155,9 +168,9 @@ class KafkaGroupMember:
             self.consumer.subscribe(pattern=pattern, listener=listener)
 
     def rebalance(self) -> Rebalance:
-        if self._rebalance is None:  # kafka-python calls the listener only inside poll()
-            raise RuntimeError(f"{self.name}: a rebalance outside poll()")
-        return self._rebalance
+        """The loop's Rebalance. kafka-python calls the listener inside poll(), on its
+        IO thread, and once more on close() (after the loop ended)."""
+        return self._rebalance or _NO_LOOP
 
     def poll(self, rebalance: Rebalance) -> Polled:
         """One batch: at most batch_max_records records and (about) batch_max_bytes bytes.
@@ -166,13 +179,10 @@ class KafkaGroupMember:
         to the first record not taken.
         """
         self._rebalance = rebalance
-        try:
-            polled = self.consumer.poll(
-                timeout_ms=self._poll_timeout_ms(),
-                max_records=self.settings.engine.batch_max_records,
-            )
-        finally:
-            self._rebalance = None
+        polled = self.consumer.poll(
+            timeout_ms=self._poll_timeout_ms(),
+            max_records=self.settings.engine.batch_max_records,
+        )
         records: list[Any] = []
         for batch in polled.values():
             records.extend(batch)

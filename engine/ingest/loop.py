@@ -14,8 +14,10 @@ Bounds and ordering:
 - Checkpoints (Kafka commits) and seeks happen on the poller, after the folder
   committed the batch to DuckDB, in batch order.
 - Before partitions are revoked (the source calls `revoking` inside `poll`), the
-  loop waits until the folder finished every batch it was handed and checkpoints
-  them: no batch is in flight while partitions move.
+  loop waits until the folder finished every batch it was handed: no batch is
+  being folded while partitions move. (Their checkpoints follow when `poll`
+  returns; a commit for a partition that moved may fail, and the stored
+  positions in the state decide where its new owner starts.)
 - A refused batch (another member folded past it) is skipped to the stored
   positions. Batches polled before that seek would continue from the old
   positions, so every batch of the same *seek epoch* is refused too; the poller
@@ -119,9 +121,9 @@ class FoldLoop:
     # -- Rebalance (called by the source inside poll, on the poller thread) -------------
 
     def revoking(self, partitions: Sequence[Key]) -> None:
+        # Only wait: a Kafka client may call this on its IO thread, where a blocking
+        # commit is refused; the folded batches are checkpointed when poll returns.
         self._handover.join()
-        if self._error is None:
-            self._checkpoint_folded()
 
     def assigned(self, partitions: Sequence[Key]) -> Mapping[Key, int]:
         writer = self.step.writer

@@ -46,9 +46,9 @@ class Rebalance(Protocol):
     """What a source calls when the partitions it reads change (inside `poll`)."""
 
     def revoking(self, partitions: Sequence[Key]) -> None:
-        """These partitions are about to be taken away. Returns once no batch of them is
-        being folded and every folded batch was checkpointed: nothing is in flight while
-        partitions move."""
+        """These partitions are about to be taken away. Returns once no batch is being
+        folded: nothing is in flight while partitions move. May be called on a client's
+        own thread (kafka-python's IO thread): it must not call back into the source."""
 
     def assigned(self, partitions: Sequence[Key]) -> Mapping[Key, int]:
         """These partitions are now this source's (all of them, not only new ones).
