@@ -34,7 +34,6 @@ import duckdb
 
 from engine.core.config import Settings
 from engine.lab.views.handbatch import rows_of
-from engine.lab.views.params import view_params
 from engine.lab.views.planfeed import mirror_name
 from engine.state.deltas import MirrorDelta
 from engine.views import ViewMaintainer
@@ -181,7 +180,7 @@ def live_batch(
 
 def measure(path: Path, txns: int, args: argparse.Namespace) -> list[float]:
     settings = Settings()
-    views = ViewMaintainer(settings.views_sql_dir, view_params(settings))
+    views = ViewMaintainer(settings.views_sql_dir, settings.views.params())
     con = duckdb.connect(str(path))
     views.create_mirror_tables(con)
     t0 = time.perf_counter()

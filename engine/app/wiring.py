@@ -15,12 +15,7 @@ from engine.views.observer import ViewsObserver
 
 
 def attach_views(settings: Settings, store: Store, writer: StateWriter) -> ViewsObserver:
-    # The views' named parameters: every fraud_* / leaderboard_* setting, which the
-    # settings now keep in their `views` section (to be handed over as it is).
-    params = {
-        n: v for n, v in vars(settings.views).items() if n.startswith(("fraud_", "leaderboard_"))
-    }
-    maintainer = ViewMaintainer(settings.views_sql_dir, params)
+    maintainer = ViewMaintainer(settings.views_sql_dir, settings.views.params())
     with store.lock:
         maintainer.install(store.connection)
     # The maintainer itself warns about transfers left unbalanced for many batches.

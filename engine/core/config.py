@@ -243,6 +243,10 @@ class ViewSettings:
     fraud_new_account_move_share: float = 0.8
     fraud_new_account_move_window_s: int = 10800
 
+    def params(self) -> dict[str, object]:
+        """The named parameters of the view SQL: every field, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def __post_init__(self) -> None:
         for f in fields(self):
             if not getattr(self, f.name) > 0:

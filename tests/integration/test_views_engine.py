@@ -82,7 +82,7 @@ def test_views_follow_a_generated_run(
     ]
 
     settings = Settings()
-    views = ViewMaintainer(settings.views_sql_dir, settings)
+    views = ViewMaintainer(settings.views_sql_dir, settings.views.params())
     con = duckdb.connect(str(target))
     try:
         # Every folded batch was maintained, in its own transaction.

@@ -58,7 +58,7 @@ def build_dashboard_state(path: Path) -> duckdb.DuckDBPyConnection:
     store.migrate(settings.state_sql_dir)
     store.close()
     con = duckdb.connect(str(path))
-    views = ViewMaintainer(settings.views_sql_dir, settings)
+    views = ViewMaintainer(settings.views_sql_dir, settings.views.params())
     run_plan(con, views, "arcade", PlanConfig(seed=3, population=60), events=1500,
              events_per_batch=300)  # fmt: skip
     run_plan(

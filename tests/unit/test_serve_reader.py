@@ -12,7 +12,7 @@ import pytest
 from serve_support import build_state
 
 from engine.core.errors import ApiError, StateLockedError
-from engine.serve.reader import StateReader
+from engine.state.reader import StateReader
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from engine.app.commands.eval import _read_alerts
 from engine.core.config import Settings
 from engine.core.errors import ViewError
 from engine.lab.views.simulate import read_alerts
-from engine.serve.reader import StateReader
 from engine.serve.server import start_api
+from engine.state.reader import StateReader
 
 
 def free_port() -> int:

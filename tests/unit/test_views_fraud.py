@@ -15,7 +15,6 @@ import pytest
 from engine.core.config import Settings
 from engine.decode.model import MirrorName
 from engine.lab.views.handbatch import HandBatch
-from engine.lab.views.params import view_params
 from engine.state.deltas import MirrorDelta
 from engine.views import MaintainStats, ViewMaintainer
 
@@ -33,7 +32,7 @@ class Bank:
 
     def __init__(self) -> None:
         self.con = duckdb.connect(":memory:")
-        self.views = ViewMaintainer(SETTINGS.views_sql_dir, view_params(SETTINGS))
+        self.views = ViewMaintainer(SETTINGS.views_sql_dir, SETTINGS.views.params())
         self.views.create_mirror_tables(self.con)
         self.views.install(self.con)
         self.batch_ids = itertools.count(1)

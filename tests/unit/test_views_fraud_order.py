@@ -17,7 +17,6 @@ import duckdb
 import pytest
 
 from engine.core.config import Settings
-from engine.lab.views.params import view_params
 from engine.lab.views.simulate import run_plan
 from engine.lab.workload.plan import PlanConfig
 from engine.views import ViewMaintainer
@@ -30,7 +29,7 @@ def _alerts(seed: int, partitions: int | None, events_per_batch: int) -> list[tu
     con = duckdb.connect(":memory:")
     run_plan(
         con,
-        ViewMaintainer(settings.views_sql_dir, view_params(settings)),
+        ViewMaintainer(settings.views_sql_dir, settings.views.params()),
         "bank",
         PlanConfig(seed=seed),
         events=EVENTS,

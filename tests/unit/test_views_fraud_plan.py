@@ -13,7 +13,6 @@ import pytest
 
 from engine.core.config import Settings
 from engine.lab.views.evaluate import evaluate, format_report
-from engine.lab.views.params import view_params
 from engine.lab.views.simulate import read_alerts, run_plan
 from engine.lab.workload.plan import PlanConfig
 from engine.views import ViewMaintainer
@@ -26,7 +25,7 @@ EVENTS = 15_000
 def test_precision_and_recall_on_generated_fraud(seed: int) -> None:
     settings = Settings()
     con = duckdb.connect(":memory:")
-    views = ViewMaintainer(settings.views_sql_dir, view_params(settings))
+    views = ViewMaintainer(settings.views_sql_dir, settings.views.params())
     result = run_plan(
         con, views, "bank", PlanConfig(seed=seed), events=EVENTS, events_per_batch=1000
     )

@@ -10,13 +10,12 @@ import pytest
 
 from engine.core.config import Settings
 from engine.core.errors import ViewError
-from engine.lab.views.params import view_params
 from engine.views import ViewMaintainer
 from engine.views.sqlfiles import Column, Count, load_file, order_views
 
 SETTINGS = Settings()
 VIEWS = SETTINGS.views_sql_dir
-PARAMS = view_params(SETTINGS)
+PARAMS = SETTINGS.views.params()
 
 
 def copy_views(tmp_path: Path) -> Path:
@@ -230,7 +229,7 @@ def test_every_threshold_is_a_parameter_and_from_the_environment() -> None:
     settings = Settings.from_env(
         {"CHANGEFOLD_FRAUD_VELOCITY_MIN_COUNT": "9", "CHANGEFOLD_LEADERBOARD_WINDOW_MIN": "15"}
     )
-    params = view_params(settings)
+    params = settings.views.params()
     assert params["fraud_velocity_min_count"] == 9
     assert params["leaderboard_window_min"] == 15
     declared = {p for f in ViewMaintainer(VIEWS, params).files for p in f.params}

@@ -13,7 +13,6 @@ import pytest
 from engine.core.config import Settings
 from engine.decode.model import MirrorName
 from engine.lab.views.handbatch import HandBatch
-from engine.lab.views.params import view_params
 from engine.lab.views.scratch import differences
 from engine.lab.views.simulate import run_plan
 from engine.lab.workload.plan import PlanConfig
@@ -29,7 +28,7 @@ class Board:
 
     def __init__(self) -> None:
         self.con = duckdb.connect(":memory:")
-        self.views = ViewMaintainer(SETTINGS.views_sql_dir, view_params(SETTINGS))
+        self.views = ViewMaintainer(SETTINGS.views_sql_dir, SETTINGS.views.params())
         self.views.create_mirror_tables(self.con)
         self.views.install(self.con)
         self.batch_ids = itertools.count(1)

@@ -9,7 +9,6 @@ import polars as pl
 
 from engine.core.config import Settings
 from engine.decode.model import MirrorName
-from engine.lab.views.params import view_params
 from engine.state.deltas import MirrorDelta
 from engine.views import MaintainStats, ViewMaintainer
 from engine.views.observer import ViewsObserver, by_mirror
@@ -31,7 +30,7 @@ def scores(*rows: tuple[int, int, int]) -> pl.DataFrame:
 def test_two_deltas_of_one_mirror_join_per_key() -> None:
     con = duckdb.connect(":memory:")
     settings = Settings()
-    ViewMaintainer(settings.views_sql_dir, view_params(settings)).create_mirror_tables(con)
+    ViewMaintainer(settings.views_sql_dir, settings.views.params()).create_mirror_tables(con)
     name = MirrorName("arcade", "scores")
     first = MirrorDelta(name, scores((1, 7, 10)), scores((1, 7, 20), (2, 7, 5)))
     # the second delta saw the first one's result: key 1 is 20 before it, then deleted
@@ -45,7 +44,7 @@ def test_two_deltas_of_one_mirror_join_per_key() -> None:
 def test_observer_maintains_and_reports() -> None:
     settings = Settings()
     con = duckdb.connect(":memory:")
-    maintainer = ViewMaintainer(settings.views_sql_dir, view_params(settings))
+    maintainer = ViewMaintainer(settings.views_sql_dir, settings.views.params())
     maintainer.create_mirror_tables(con)
     con.execute("INSERT INTO arcade.players (player_id, name, banned) VALUES (7, 'x', false)")
     con.execute(

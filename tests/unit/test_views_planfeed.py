@@ -6,7 +6,6 @@ import duckdb
 import pytest
 
 from engine.core.config import Settings
-from engine.lab.views.params import view_params
 from engine.lab.views.planfeed import KEYS, PlanFeed, batches, duckdb_sql
 from engine.lab.views.simulate import take_events
 from engine.lab.workload.arcade import ArcadePlanner
@@ -19,7 +18,7 @@ SETTINGS = Settings()
 
 def fresh() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
-    ViewMaintainer(SETTINGS.views_sql_dir, view_params(SETTINGS)).create_mirror_tables(con)
+    ViewMaintainer(SETTINGS.views_sql_dir, SETTINGS.views.params()).create_mirror_tables(con)
     return con
 
 
