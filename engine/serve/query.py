@@ -9,9 +9,9 @@ import duckdb
 import pyarrow as pa
 
 from engine.core.errors import QueryError
-from engine.serve.reader import StateReader
 from engine.serve.safety import checked_statement
 from engine.serve.timeouts import Deadline
+from engine.state.reader import StateReader
 
 #: Rows per Arrow batch pulled from DuckDB's streaming result.
 _BATCH_ROWS = 8192

@@ -1,6 +1,6 @@
 """Which SQL the query API runs: one read statement, parsed by DuckDB itself.
 
-The main guards are DuckDB's own (see engine.serve.reader): external access
+The main guards are DuckDB's own (see engine.state.reader): external access
 off for the database, and a READ ONLY transaction around every query. This
 module adds two checks before anything runs:
 

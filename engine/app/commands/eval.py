@@ -14,7 +14,7 @@ from engine.core.config import Settings
 from engine.core.errors import ViewError
 from engine.lab.views.evaluate import Alert, Case, evaluate, format_report
 from engine.serve.client import ApiClient
-from engine.serve.reader import StateReader
+from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
 
