@@ -94,7 +94,12 @@ class EngineProcess:
 def end_offsets(settings: Settings, prefix: str) -> dict[tuple[str, int], int]:
     consumer = KafkaConsumer(bootstrap_servers=settings.stack.bootstrap_servers, group_id=None)
     try:
-        topics = [t for t in consumer.topics() if t.startswith(prefix + ".") and t.count(".") == 2]
+        # The table topics and the transaction topic: the engine follows both.
+        topics = [
+            t
+            for t in consumer.topics()
+            if t.startswith(prefix + ".") and (t.count(".") == 2 or t == prefix + ".transaction")
+        ]
         tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(tps).items()}
     finally:
@@ -104,7 +109,7 @@ def end_offsets(settings: Settings, prefix: str) -> dict[tuple[str, int], int]:
 def wait_topics_quiet(
     settings: Settings, prefix: str, quiet_s: float = 4.0, timeout_s: float = 120.0
 ) -> dict[tuple[str, int], int]:
-    """Wait until the table topics of `prefix` stop growing (Debezium caught up)."""
+    """Wait until the topics of `prefix` stop growing (Debezium caught up)."""
     deadline = time.monotonic() + timeout_s
     last = end_offsets(settings, prefix)
     since = time.monotonic()
