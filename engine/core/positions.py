@@ -35,7 +35,9 @@ class PartitionProgress:
         return max(self.end_offset - self.next_offset, 0)
 
 
-class _Record(Protocol):
+class RecordLike(Protocol):
+    """A consumed message as the engine reads it (kafka-python's ConsumerRecord fits)."""
+
     @property
     def topic(self) -> str: ...
     @property
@@ -43,10 +45,12 @@ class _Record(Protocol):
     @property
     def offset(self) -> int: ...
     @property
+    def key(self) -> bytes | None: ...
+    @property
     def value(self) -> bytes | None: ...
 
 
-def consumed(records: Iterable[_Record]) -> tuple[tuple[PartitionProgress, ...], int]:
+def consumed(records: Iterable[RecordLike]) -> tuple[tuple[PartitionProgress, ...], int]:
     """What a batch consumed: its progress per partition, and its value bytes."""
     seen: dict[tuple[str, int], list[int]] = {}
     nbytes = 0

@@ -1,31 +1,18 @@
-"""Records of the pipeline: raw messages in, decoded batches out."""
+"""Records of the pipeline: raw messages in, decoded batches out (RecordLike, the
+shape of a consumed message, lives in engine.core.positions)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from engine.core.positions import PartitionProgress
+from engine.core.positions import PartitionProgress, RecordLike
 from engine.decode.model import DeadLetter, TableChanges
+
+__all__ = ["DecodedBatch", "RawLookup", "RawRecord", "RecordLike", "raw_lookup"]
 
 #: (topic, partition, offset) -> (key bytes, value bytes) of a consumed record.
 RawLookup = Callable[[str, int, int], tuple[bytes | None, bytes | None]]
-
-
-class RecordLike(Protocol):
-    """What the decoder reads from a consumed message (kafka-python's ConsumerRecord fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
