@@ -27,9 +27,12 @@ from engine.state.writer import StateWriter
 log = logging.getLogger(__name__)
 
 
-def transaction_rules(subscription: Subscription) -> TxnRules | None:
-    """Events of the prefixes whose transaction topic is followed wait for their whole
-    transaction; a subscription that follows none applies every event as it comes."""
+def transaction_rules(settings: Settings, subscription: Subscription) -> TxnRules | None:
+    """With CHANGEFOLD_TRANSACTIONS=on, events of the prefixes whose transaction topic is
+    followed wait for their whole transaction; otherwise (the default for now), and for
+    a subscription that follows none, every event is applied as it comes."""
+    if settings.engine.transactions != "on":
+        return None
     if not subscription.transactional:
         if subscription.topics:
             log.warning(
@@ -56,7 +59,7 @@ def state_writer(
         store,
         group_id,
         keep_batches=settings.engine.metrics_keep_batches,
-        transactions=transaction_rules(subscription),
+        transactions=transaction_rules(settings, subscription),
     )
     if views:
         attach_views(settings, store, writer)

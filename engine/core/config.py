@@ -148,8 +148,15 @@ class EngineSettings:
     #: A member that sends no heartbeat for this long is dropped from the group and its
     #: partitions move (also how long a restarted engine waits for a crashed one's share).
     consumer_session_timeout_ms: int = 10000
+    #: "on": apply whole source transactions in commit order (engine/state/transactions.py);
+    #: "off" (default until its integration tests pass): every event as it comes.
+    transactions: str = "off"
 
     def __post_init__(self) -> None:
+        if self.transactions not in ("on", "off"):
+            raise ConfigError(
+                f"{_env_name('transactions')}={self.transactions!r}: use 'on' or 'off'"
+            )
         if self.commit_mode not in ("sync", "async"):
             raise ConfigError(
                 f"{_env_name('commit_mode')}={self.commit_mode!r}: use 'sync' or 'async'"
