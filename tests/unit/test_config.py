@@ -84,7 +84,8 @@ def test_every_setting_of_a_section_reads_its_own_variable(section: str, cls: ty
         value = getattr(getattr(defaults, section), f.name)
         wanted: object
         if isinstance(value, str):
-            raw = wanted = "async" if f.name == "commit_mode" else "a,b"
+            choices = {"commit_mode": "async", "transactions": "on"}
+            raw = wanted = choices.get(f.name, "a,b")
         elif isinstance(value, int):
             raw, wanted = str(value + 1), value + 1
         elif isinstance(value, float):
