@@ -7,6 +7,12 @@ REPLICA IDENTITY FULL): the same Connect schema, source block, enums, precise
 decimals, zoned timestamps and UUIDs; creates, updates and deletes (each
 delete followed by its tombstone) over a fixed key space. Values are built by
 string formatting, not json.dumps, so producing a million of them is cheap.
+
+By default every event is outside a source transaction (`"transaction":null`, as
+with `provide.transaction.metadata` off). Opt in with `SourceTransactions`: a
+change written with `BankTransactions.change(transaction=...)` carries the
+transaction block, and the transaction's `begin()` / `end()` are the BEGIN/END
+records the connector writes to `<prefix>.transaction`.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ import json
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 KINDS = ("purchase", "withdrawal", "deposit", "transfer_out", "transfer_in")
 CHANNELS = ("card_present", "online", "mobile", "atm", "branch", "wire")
@@ -152,6 +158,140 @@ class Message:
     op: str
 
 
+_TXN_KEY_SCHEMA = {
+    "type": "struct",
+    "fields": [_field("string", "id", False)],
+    "optional": False,
+    "name": "io.debezium.connector.common.TransactionMetadataKey",
+    "version": 1,
+}
+_TXN_VALUE_SCHEMA = {
+    "type": "struct",
+    "fields": [
+        _field("string", "status", False),
+        _field("string", "id", False),
+        _field("int64", "event_count"),
+        {
+            "type": "array",
+            "items": {
+                "type": "struct",
+                "fields": [
+                    _field("string", "data_collection", False),
+                    _field("int64", "event_count", False),
+                ],
+                "optional": True,
+                "name": "event.collection",
+                "version": 1,
+            },
+            "optional": True,
+            "field": "data_collections",
+        },
+        _field("int64", "ts_ms", False),
+    ],
+    "optional": False,
+    "name": "io.debezium.connector.common.TransactionMetadataValue",
+    "version": 1,
+}
+
+
+class SourceTransactions:
+    """Debezium's transaction metadata (`provide.transaction.metadata`) for one
+    connector's synthetic events: source transactions with increasing xids, and one
+    LSN and one clock shared by every generator that writes into them.
+
+    As the Postgres connector does, an event's transaction id is `<xid>:<its own
+    LSN>` (the BEGIN's is the first event's), and the END's is `<xid>:<commit LSN>`,
+    later than every event of the transaction and than every END before it. BEGIN
+    and END carry the commit time (the latest time when the END was written).
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        first_xid: int = 1000,
+        lsn: int = 30_000_000,
+        ts_ms: int = 1_790_000_000_000,
+    ) -> None:
+        self.prefix = prefix
+        self.topic = prefix + ".transaction"
+        self._next_xid = first_xid
+        #: The last LSN handed out (events and ENDs), and the latest event time.
+        self.lsn = lsn
+        self.ts_ms = ts_ms
+
+    def begin(self) -> SourceTransaction:
+        """Open the next transaction (its events are written with `change`)."""
+        xid = self._next_xid
+        self._next_xid += 1
+        return SourceTransaction(self, xid)
+
+
+@dataclass(eq=False)
+class SourceTransaction:
+    """One source transaction: what its events carry and its BEGIN/END records."""
+
+    log: SourceTransactions
+    xid: int
+    #: LSN of the first event (0: none yet), and of the END once it was written.
+    begin_lsn: int = 0
+    end_lsn: int = 0
+    #: Its latest event time, then its commit time once ended, epoch milliseconds.
+    ts_ms: int = 0
+    total: int = 0
+    #: Events per data collection ("schema.table"), in first-written order.
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The BEGIN's id (and the first event's)."""
+        return "%d:%d" % (self.xid, self.begin_lsn or self.log.lsn)
+
+    def block(self, data_collection: str, lsn: int, ts_ms: int) -> str:
+        """The `transaction` field of the next event (written at `lsn`), as JSON text."""
+        if self.end_lsn:
+            raise ValueError(f"transaction {self.xid} has ended")
+        if not self.begin_lsn:
+            self.begin_lsn = lsn
+        self.total += 1
+        order = self.counts.get(data_collection, 0) + 1
+        self.counts[data_collection] = order
+        self.ts_ms = max(self.ts_ms, ts_ms)
+        return '{"id":"%d:%d","total_order":%d,"data_collection_order":%d}' % (
+            self.xid,
+            lsn,
+            self.total,
+            order,
+        )
+
+    def begin(self) -> Message:
+        """The BEGIN record (for `<prefix>.transaction`)."""
+        return self._marker(self.id, "BEGIN", None, None)
+
+    def end(self) -> Message:
+        """Commit: the END record (for `<prefix>.transaction`); it takes the next LSN."""
+        if not self.end_lsn:
+            self.log.lsn += 64
+            self.end_lsn = self.log.lsn
+            self.ts_ms = max(self.ts_ms, self.log.ts_ms)
+        collections = [{"data_collection": c, "event_count": n} for c, n in self.counts.items()]
+        return self._marker("%d:%d" % (self.xid, self.end_lsn), "END", self.total, collections)
+
+    def _marker(
+        self, txn_id: str, status: str, count: int | None, collections: list[Any] | None
+    ) -> Message:
+        key = {"schema": _TXN_KEY_SCHEMA, "payload": {"id": txn_id}}
+        payload = {
+            "status": status,
+            "id": txn_id,
+            "event_count": count,
+            "data_collections": collections,
+            "ts_ms": self.ts_ms,
+        }
+        value = {"schema": _TXN_VALUE_SCHEMA, "payload": payload}
+        return Message(_compact(key).encode(), _compact(value).encode(), status)
+
+
 class BankTransactions:
     """An endless, reproducible stream of bank.transactions change events."""
 
@@ -160,6 +300,7 @@ class BankTransactions:
         self.keys = keys
         self.rnd = random.Random(seed)
         prefix, schema, table = topic.rsplit(".", 2)
+        self.data_collection = f"{schema}.{table}"
         self._value_head = '{"schema":' + _compact(envelope_schema(topic)) + ',"payload":'
         key_schema = {
             "type": "struct",
@@ -217,49 +358,76 @@ class BankTransactions:
         return pool
 
     def __iter__(self) -> Iterator[Message]:
+        while True:
+            yield from self.change()
+
+    def change(
+        self,
+        txn_id: int | None = None,
+        *,
+        op: Literal["c", "u", "d"] | None = None,
+        transaction: SourceTransaction | None = None,
+    ) -> list[Message]:
+        """The next change event (and the tombstone after a delete): of the key
+        `txn_id` (None: a random one), with the operation `op` (None: a create for a
+        new key, else mostly updates), inside `transaction` (None: outside any)."""
         rnd = self.rnd
         rows = self._rows
-        while True:
+        if txn_id is None:
             txn_id = rnd.randint(1, self.keys)
-            before = rows.get(txn_id)
-            if before is None:
-                op, after = "c", self._row(txn_id)
-                rows[txn_id] = after
-            elif rnd.random() < 0.85:
-                op, after = "u", self._row(txn_id, status=rnd.choice(STATUSES))
-                rows[txn_id] = after
-            else:
-                op, after = "d", None
-                del rows[txn_id]
-            self._lsn += rnd.randint(56, 400)
-            self._clock_ms += rnd.randint(0, 3)
-            ms = self._clock_ms
-            source = self._source % (
-                ms,
-                self._lsn - 56,
-                self._lsn,
-                ms * 1000,
-                ms * 1_000_000,
-                self._lsn // 100,
-                self._lsn,
+        before = rows.get(txn_id)
+        if op is not None and (op == "c") != (before is None):
+            raise ValueError(f"cannot {op!r} key {txn_id}: it {'is' if before else 'is not'} there")
+        if before is None:
+            op, after = "c", self._row(txn_id)
+            rows[txn_id] = after
+        elif op == "u" or (op is None and rnd.random() < 0.85):
+            op, after = "u", self._row(txn_id, status=rnd.choice(STATUSES))
+            rows[txn_id] = after
+        else:
+            op, after = "d", None
+            del rows[txn_id]
+        if transaction is not None:
+            self._lsn = max(self._lsn, transaction.log.lsn)
+            self._clock_ms = max(self._clock_ms, transaction.log.ts_ms)
+        self._lsn += rnd.randint(56, 400)
+        self._clock_ms += rnd.randint(0, 3)
+        ms = self._clock_ms
+        block = "null"
+        xid = self._lsn // 100
+        if transaction is not None:
+            transaction.log.lsn = self._lsn
+            transaction.log.ts_ms = ms
+            block = transaction.block(self.data_collection, self._lsn, ms)
+            xid = transaction.xid
+        source = self._source % (
+            ms,
+            self._lsn - 56,
+            self._lsn,
+            ms * 1000,
+            ms * 1_000_000,
+            xid,
+            self._lsn,
+        )
+        payload = (
+            '{"before":%s,"after":%s,%s,"transaction":%s,"op":"%s","ts_ms":%d,'
+            '"ts_us":%d,"ts_ns":%d}'
+            % (
+                before or "null",
+                after or "null",
+                source,
+                block,
+                op,
+                ms + 7,
+                (ms + 7) * 1000,
+                (ms + 7) * 1_000_000,
             )
-            payload = (
-                '{"before":%s,"after":%s,%s,"transaction":null,"op":"%s","ts_ms":%d,'
-                '"ts_us":%d,"ts_ns":%d}'
-                % (
-                    before or "null",
-                    after or "null",
-                    source,
-                    op,
-                    ms + 7,
-                    (ms + 7) * 1000,
-                    (ms + 7) * 1_000_000,
-                )
-            )
-            key = (self._key_head + str(txn_id) + "}}").encode()
-            yield Message(key, (self._value_head + payload + "}").encode(), op)
-            if op == "d":
-                yield Message(key, None, "tombstone")
+        )
+        key = (self._key_head + str(txn_id) + "}}").encode()
+        out = [Message(key, (self._value_head + payload + "}").encode(), op)]
+        if op == "d":
+            out.append(Message(key, None, "tombstone"))
+        return out
 
 
 def _iso(ms: int) -> str:
