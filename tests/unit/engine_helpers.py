@@ -54,3 +54,28 @@ def load_fixture(name: str) -> list[RawRecord]:
             )
         )
     return out
+
+
+def mirror_rows(writer: StateWriter) -> dict[str, Any]:
+    """Every mirror of the state: "schema.table" -> (columns with types, all rows sorted)."""
+    from engine.state.sqlident import quote
+
+    out: dict[str, Any] = {}
+    tables = rows(
+        writer,
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema <> '_changefold' ORDER BY ALL",
+    )
+    for schema, table in tables:
+        columns = rows(
+            writer,
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY column_name",
+            [schema, table],
+        )
+        select = ", ".join(quote(c) for c, _ in columns)
+        out[f"{schema}.{table}"] = (
+            columns,
+            rows(writer, f"SELECT {select} FROM {quote(schema)}.{quote(table)} ORDER BY ALL"),
+        )
+    return out

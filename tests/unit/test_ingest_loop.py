@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from engine_helpers import STATE_SQL, load_fixture, rows
+from engine_helpers import STATE_SQL, load_fixture, mirror_rows, rows
 
 from engine.decode.records import RawRecord
 from engine.ingest.loop import FoldLoop
@@ -35,7 +35,6 @@ from engine.ingest.source import Key, Polled, Rebalance
 from engine.ingest.step import CheckpointedStep, Outcome
 from engine.lab.synthetic import BankTransactions
 from engine.state.deltas import MirrorDelta
-from engine.state.sqlident import quote
 from engine.state.store import Store
 from engine.state.writer import StateWriter
 
@@ -121,23 +120,7 @@ def snapshot(writer: StateWriter) -> Snapshot:
     """Every mirror (columns, types, rows), the dead letters and the schema fingerprints:
     what the fold made of the history, without timestamps, ids or first-seen positions."""
     out: Snapshot = {}
-    tables = rows(
-        writer,
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema <> '_changefold' ORDER BY ALL",
-    )
-    for schema, table in tables:
-        columns = rows(
-            writer,
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY column_name",
-            [schema, table],
-        )
-        select = ", ".join(quote(c) for c, _ in columns)
-        out[f"{schema}.{table}"] = (
-            columns,
-            rows(writer, f"SELECT {select} FROM {quote(schema)}.{quote(table)} ORDER BY ALL"),
-        )
+    out.update(mirror_rows(writer))
     out["dead_letters"] = rows(
         writer,
         'SELECT topic, "partition", "offset", stage, error, key, value '

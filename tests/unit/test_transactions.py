@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from engine_helpers import STATE_SQL, load_fixture, rows
+from engine_helpers import STATE_SQL, load_fixture, mirror_rows, rows
 
 from engine.decode import txmeta
 from engine.decode.records import RawRecord
@@ -321,23 +321,7 @@ def state(writer: StateWriter) -> Snapshot:
     """Every mirror (columns and rows), the dead letters, the schema fingerprints, the
     frontier and what is held: what the fold made of the history."""
     out: Snapshot = {}
-    tables = rows(
-        writer,
-        "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_schema <> '_changefold' ORDER BY ALL",
-    )
-    for schema, table in tables:
-        columns = rows(
-            writer,
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY column_name",
-            [schema, table],
-        )
-        select = ", ".join(quote(c) for c, _ in columns)
-        out[f"{schema}.{table}"] = (
-            columns,
-            rows(writer, f"SELECT {select} FROM {quote(schema)}.{quote(table)} ORDER BY ALL"),
-        )
+    out.update(mirror_rows(writer))
     out["dead_letters"] = rows(
         writer,
         'SELECT topic, "partition", "offset", stage, error FROM _changefold.dead_letters '
