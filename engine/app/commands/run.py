@@ -242,6 +242,11 @@ def bench_fold(
     from engine.lab import bench as b
 
     echo = click.echo
+    if topic is not None and topic.count(".") != 2:
+        raise click.BadParameter(
+            f"{topic!r} is not a change-event topic name (<prefix>.<schema>.<table>)",
+            param_hint="--topic",
+        )
     created = topic is None
     name, records = b.ensure_topic(settings, topic, events, partitions, echo)
     try:
