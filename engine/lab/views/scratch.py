@@ -15,7 +15,17 @@ import duckdb
 from engine.views.sqlfiles import load_file, quote
 
 #: Columns compared, in the order the scratch queries return them.
-COLUMNS = ("player_id", "name", "country", "total_points", "best_points", "scores", "rank")
+COLUMNS = (
+    "player_id",
+    "name",
+    "country",
+    "total_points",
+    "best_points",
+    "scores",
+    "rank",
+    "prev_rank",
+    "rank_change",
+)
 
 
 def scratch_rows(

@@ -21,11 +21,17 @@ CREATE TABLE IF NOT EXISTS live.player_totals (
     best_points  INTEGER,
     scores       INTEGER NOT NULL
 );
+-- The player's latest score (newest achieved_at, then score_id): its points make
+-- prev_rank (states made before these columns re-read a player when it is touched).
+ALTER TABLE live.player_totals ADD COLUMN IF NOT EXISTS latest_at TIMESTAMPTZ;
+ALTER TABLE live.player_totals ADD COLUMN IF NOT EXISTS latest_score_id BIGINT;
+ALTER TABLE live.player_totals ADD COLUMN IF NOT EXISTS latest_points INTEGER;
 
 -- leaderboard: players who exist, are not banned and have at least one score.
--- rank: 1 = most total points (ties share a rank). prev_rank/rank_change: the rank
--- before the last batch that changed the arcade tables; rank_change > 0 moved up,
--- NULL = new on the board.
+-- rank: 1 = most total points (ties share a rank). prev_rank: the rank the player
+-- would have without its latest score, against the others' current totals;
+-- rank_change = prev_rank - rank (> 0 moved up), NULL = one score only (new on the
+-- board). updated_batch: bookkeeping (the batch that last wrote the row).
 CREATE TABLE IF NOT EXISTS live.leaderboard (
     player_id     BIGINT PRIMARY KEY,
     name          VARCHAR,
@@ -41,7 +47,7 @@ CREATE TABLE IF NOT EXISTS live.leaderboard (
 
 -- leaderboard_window: the same over the scores achieved in the last N minutes of
 -- event time: achieved_at in (window_end - N minutes, window_end], window_end = the
--- newest achieved_at seen (live.progress 'leaderboard_window').
+-- newest achieved_at of the mirror's scores (live.progress 'leaderboard_window').
 CREATE TABLE IF NOT EXISTS live.leaderboard_window (
     player_id     BIGINT PRIMARY KEY,
     name          VARCHAR,
@@ -54,6 +60,8 @@ CREATE TABLE IF NOT EXISTS live.leaderboard_window (
     rank_change   INTEGER,
     updated_batch BIGINT
 );
+-- the points of the player's latest score in the window (for prev_rank)
+ALTER TABLE live.leaderboard_window ADD COLUMN IF NOT EXISTS latest_points INTEGER;
 
 -- fraud_alerts: one row per detected episode of a rule on an account. Raised once:
 -- the id is a digest of rule, account and the episode's first triggering
