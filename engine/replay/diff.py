@@ -3,6 +3,15 @@
 Rows are matched on the table's primary key (mirror tables have one); a table
 without a key is compared as a multiset of rows. The engine's internal tables
 (`_changefold`) are not compared.
+
+Bookkeeping columns of the views (schema `live`) are not compared by default: they
+record which batch wrote a row and when (wall clock), which depends on how the
+history was cut into batches, not on the history. The rule is by name, in schema
+`live` only: `batch_id`, `updated`, `updated_batch`, `first_batch`, `last_batch`,
+`detected_at` (the wall clock of the batch that raised an alert) and
+`detected_event_time` (the stream's event-time clock at that batch). Every other
+column of every view is data, equal for equal histories (sql/views/README.md,
+"Batch boundaries"); `bookkeeping=True` compares these columns too.
 """
 
 from __future__ import annotations
@@ -17,6 +26,21 @@ from engine.core.errors import ReplayError
 from engine.state.sqlident import INTERNAL_SCHEMA, quote
 
 SAMPLE = 5
+
+#: Schema of the views' tables, and the names of its bookkeeping columns (not compared
+#: unless asked: see the module docstring).
+VIEWS_SCHEMA = "live"
+BOOKKEEPING_COLUMNS = frozenset(
+    {
+        "batch_id",
+        "updated",
+        "updated_batch",
+        "first_batch",
+        "last_batch",
+        "detected_at",
+        "detected_event_time",
+    }
+)
 
 
 @dataclass
@@ -45,8 +69,14 @@ class StateDiff:
 
 
 def diff_states(
-    a: Path, b: Path, *, exclude: tuple[str, ...] = (), ignore_columns: tuple[str, ...] = ()
+    a: Path,
+    b: Path,
+    *,
+    exclude: tuple[str, ...] = (),
+    ignore_columns: tuple[str, ...] = (),
+    bookkeeping: bool = False,
 ) -> StateDiff:
+    """Compare two state files; `bookkeeping`: compare the views' bookkeeping columns too."""
     for path in (a, b):
         if not path.is_file():
             raise ReplayError(f"no state file at {path}")
@@ -71,7 +101,10 @@ def diff_states(
             elif name not in tables_a:
                 out.append(TableDiff(name, only_b=_count(conn, "b", name), note="only in B"))
             else:
-                out.append(_diff_table(conn, name, tables_a[name], tables_b[name], ignore_columns))
+                ignore = ignore_columns
+                if not bookkeeping and name.split(".", 1)[0] == VIEWS_SCHEMA:
+                    ignore = (*ignore_columns, *sorted(BOOKKEEPING_COLUMNS))
+                out.append(_diff_table(conn, name, tables_a[name], tables_b[name], ignore))
         return StateDiff(a, b, out)
     finally:
         conn.close()

@@ -83,3 +83,37 @@ def test_missing_or_foreign_file_is_a_clear_error(tmp_path: Path) -> None:
     junk.write_text("not a database")
     with pytest.raises(ReplayError, match="cannot open"):
         diff_states(a, junk)
+
+
+def _views_state(path: Path, batch: int, detected: str, severity: float) -> Path:
+    conn = duckdb.connect(str(path))
+    conn.execute("CREATE SCHEMA live")
+    conn.execute(
+        "CREATE TABLE live.fraud_alerts (alert_id VARCHAR PRIMARY KEY, severity DOUBLE, "
+        "detected_at TIMESTAMPTZ, first_batch BIGINT, last_batch BIGINT)"
+    )
+    conn.execute(
+        "INSERT INTO live.fraud_alerts VALUES ('a1', ?, ?::TIMESTAMPTZ, ?, ?)",
+        [severity, detected, batch, batch],
+    )
+    conn.execute("CREATE SCHEMA arcade")
+    conn.execute("CREATE TABLE arcade.players (player_id BIGINT PRIMARY KEY, last_batch BIGINT)")
+    conn.execute("INSERT INTO arcade.players VALUES (1, ?)", [batch])
+    conn.close()
+    return path
+
+
+def test_views_bookkeeping_columns_are_skipped_unless_asked(tmp_path: Path) -> None:
+    """Batch ids and wall-clock detection times follow the batching, not the history:
+    not compared by default, in schema live only; view data still is."""
+    a = _views_state(tmp_path / "a.duckdb", 3, "2026-01-01 10:00:00+00", 0.7)
+    b = _views_state(tmp_path / "b.duckdb", 9, "2026-01-01 10:05:00+00", 0.7)
+    result = diff_states(a, b)
+    by_table = {t.table: t for t in result.tables}
+    assert not by_table["live.fraud_alerts"].differs
+    # a mirror's column of the same name is data: compared
+    assert by_table["arcade.players"].changed == 1
+    assert diff_states(a, b, bookkeeping=True, exclude=("arcade.players",)).differs
+    assert not diff_states(a, b, exclude=("arcade.players",)).differs
+    c = _views_state(tmp_path / "c.duckdb", 3, "2026-01-01 10:00:00+00", 0.9)
+    assert diff_states(a, c).differs  # severity is view data
