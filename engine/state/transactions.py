@@ -16,9 +16,13 @@ any batch cut shows part of one. Per batch, under the writer's lock:
    transaction as the offsets (so offsets advance, memory stays bounded, and a
    crash loses or repeats nothing); the frontier records the last one applied.
 
-A data event whose transaction's END never comes (the END was lost, or its
-transaction topic is not followed) stays held and invisible; later transactions
-are not held back by it (only ENDs are ordered). `stuck` names such events.
+A transaction whose END never comes (lost, or its transaction topic is not
+followed) stays held and invisible, and so does every later one that touches a
+partition behind its events (their order per row must hold), and then, in commit
+order, every one after; `stuck` names them and the writer warns. Events and ENDs
+of a transaction applied before (records sent again, a connector re-emitting after
+a restart) are dropped as duplicates (`_changefold.txn_applied` remembers the
+transactions of the last batches kept).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 _EVENTS = f"{INTERNAL_SCHEMA}.txn_events"
 _ENDS = f"{INTERNAL_SCHEMA}.txn_ends"
 _FRONTIER = f"{INTERNAL_SCHEMA}.frontier"
+_APPLIED = f"{INTERNAL_SCHEMA}.txn_applied"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class TxnPlan:
     dead_letters: list[DeadLetter]
     #: Transaction records of this batch past a time bound (a replay's --until).
     late_ends: int = 0
+    #: Events and ENDs of transactions applied before (sent again): dropped.
+    duplicates: int = 0
 
     @property
     def applied(self) -> int:
@@ -104,26 +111,34 @@ def ready(
     """The ENDs that can be applied now, in commit order: the longest run, from the
     earliest, of transactions whose every counted event is there (`have`: events per
     xid and topic) and, in each partition they touch, come after nothing that waits
-    for another transaction (`waiting`: (offset, xid) of the waiting events per
-    partition, in offset order). The second rule keeps each row's changes in their
-    order even when ENDs come out of order (a transaction topic of several
-    partitions)."""
+    for a transaction not applied before them (`waiting`: (offset, xid) of the waiting
+    events per partition, in offset order). The second rule keeps each row's changes
+    in their order even when ENDs come out of order (a transaction topic of several
+    partitions). Linear in the ENDs and waiting events."""
     queues = {k: list(v) for k, v in (waiting or {}).items()}
     heads = dict.fromkeys(queues, 0)
+    touches: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for k, q in queues.items():
+        for _o, x in q:
+            touches[x].add(k)
+    applied: set[str] = set()
+
+    def head(k: tuple[str, int]) -> str | None:
+        q, i = queues[k], heads[k]
+        while i < len(q) and q[i][1] in applied:
+            i += 1
+        heads[k] = i
+        return q[i][1] if i < len(q) else None
+
     out: list[TxnEnd] = []
     for end in sorted(ends, key=lambda e: (e.lsn, e.ts_ms, e.topic, e.partition, e.offset)):
         got = have.get(end.xid, {})
         if any(got.get(topic, 0) < n for topic, n in end.counts if follows(topic)):
             break
-        touched = [k for k, q in queues.items() if any(x == end.xid for _o, x in q)]
-        if any(queues[k][heads[k]][1] != end.xid for k in touched):
+        if any(head(k) != end.xid for k in touches.get(end.xid, ())):
             break
         out.append(end)
-        for k in touched:
-            q, i = queues[k], heads[k]
-            while i < len(q) and q[i][1] == end.xid:
-                i += 1
-            heads[k] = i
+        applied.add(end.xid)
     return out
 
 
@@ -164,11 +179,22 @@ def plan(
             now.append(rec)
         else:
             waiting[xid].append(rec)
+    done_before = _applied_among(conn, group_id, {*waiting, *(e.xid for e in ends)})
+    duplicates = sum(len(waiting.pop(x, ())) for x in done_before)
+    fresh: dict[str, TxnEnd] = {}
+    for end in ends:
+        if end.xid in done_before or end.xid in fresh:
+            duplicates += 1
+        else:
+            fresh[end.xid] = end
     held_ends = _held_ends(conn, group_id)
     known = {e.xid for e in held_ends}
-    all_ends = [*held_ends, *(e for e in ends if e.xid not in known)]
+    duplicates += sum(1 for x in fresh if x in known)
+    ends = [e for x, e in fresh.items() if x not in known]
+    all_ends = [*held_ends, *ends]
     if not all_ends:
-        return TxnPlan(now, [], [(x, r) for x, rs in waiting.items() for r in rs], [], dead, late)
+        hold = [(x, r) for x, rs in waiting.items() for r in rs]
+        return TxnPlan(now, [], hold, [], dead, late, duplicates)
     have: dict[str, dict[str, int]] = defaultdict(dict)
     order: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
     for xid, topic, partition, offset in _held_positions(conn, group_id):
@@ -189,14 +215,20 @@ def plan(
         key=lambda r: (r.topic, r.partition, r.offset),
     )
     hold_events = [(x, r) for x, rs in waiting.items() if x not in go_ids for r in rs]
-    hold_ends = [e for e in ends if e.xid not in go_ids and e.xid not in known]
-    return TxnPlan(fold, go, hold_events, hold_ends, dead, late)
+    hold_ends = [e for e in ends if e.xid not in go_ids]
+    return TxnPlan(fold, go, hold_events, hold_ends, dead, late, duplicates)
 
 
 def apply(
-    conn: duckdb.DuckDBPyConnection, group_id: str, batch_id: int, done: TxnPlan
+    conn: duckdb.DuckDBPyConnection,
+    group_id: str,
+    batch_id: int,
+    done: TxnPlan,
+    *,
+    keep_batches: int = 10000,
 ) -> Frontier | None:
     """Inside the batch's transaction: hold what waits, release what was applied,
+    remember it (for `keep_batches` batches, to know its events if they come again),
     advance the frontier. Returns the new frontier (None: no transaction applied)."""
     if done.hold_events:
         table = pa.table(
@@ -234,12 +266,20 @@ def apply(
     if not done.ready:
         return None
     xids = [e.xid for e in done.ready]
+    for table in (_EVENTS, _ENDS):
+        conn.execute(
+            f"DELETE FROM {table} WHERE group_id = ? AND xid IN (SELECT unnest(?))",
+            [group_id, xids],
+        )
     conn.execute(
-        f"DELETE FROM {_EVENTS} WHERE group_id = ? AND list_contains(?, xid)", [group_id, xids]
+        f"INSERT OR REPLACE INTO {_APPLIED} SELECT ?, unnest(?), unnest(?), ?",
+        [group_id, xids, [e.lsn for e in done.ready], batch_id],
     )
-    conn.execute(
-        f"DELETE FROM {_ENDS} WHERE group_id = ? AND list_contains(?, xid)", [group_id, xids]
-    )
+    if batch_id % 100 == 0:
+        conn.execute(
+            f"DELETE FROM {_APPLIED} WHERE group_id = ? AND batch_id < ?",
+            [group_id, batch_id - keep_batches],
+        )
     last = done.ready[-1]
     conn.execute(
         f"INSERT INTO {_FRONTIER} VALUES (?, ?, ?, ?, ?, ?, now()) ON CONFLICT (group_id) "
@@ -247,7 +287,8 @@ def apply(
         # partitions can come out of order; see ready()).
         f"DO UPDATE SET xid = CASE WHEN excluded.lsn >= {_FRONTIER}.lsn THEN excluded.xid "
         f"ELSE {_FRONTIER}.xid END, lsn = greatest({_FRONTIER}.lsn, excluded.lsn), "
-        f"commit_ts_ms = greatest({_FRONTIER}.commit_ts_ms, excluded.commit_ts_ms), "
+        f"commit_ts_ms = CASE WHEN excluded.lsn >= {_FRONTIER}.lsn THEN excluded.commit_ts_ms "
+        f"ELSE {_FRONTIER}.commit_ts_ms END, "
         f"transactions = {_FRONTIER}.transactions + excluded.transactions, "
         "batch_id = excluded.batch_id, updated_at = excluded.updated_at",
         [group_id, last.xid, last.lsn, last.ts_ms, len(done.ready), batch_id],
@@ -281,6 +322,18 @@ def stuck(
     return [(str(x), int(n), str(w)) for x, n, w in rows]
 
 
+def _applied_among(conn: duckdb.DuckDBPyConnection, group_id: str, xids: Iterable[str]) -> set[str]:
+    """Which of `xids` were applied already (in the last batches kept)."""
+    wanted = sorted(xids)
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        f"SELECT xid FROM {_APPLIED} WHERE group_id = ? AND xid IN (SELECT unnest(?))",
+        [group_id, wanted],
+    ).fetchall()
+    return {str(x) for (x,) in rows}
+
+
 def _held_ends(conn: duckdb.DuckDBPyConnection, group_id: str) -> list[TxnEnd]:
     rows = conn.execute(
         f'SELECT xid, lsn, commit_ts_ms, counts, topic, "partition", "offset" FROM {_ENDS} '
@@ -309,7 +362,7 @@ def _held_records(
 ) -> list[RecordLike]:
     rows = conn.execute(
         f'SELECT topic, "partition", "offset", key, value FROM {_EVENTS} '
-        'WHERE group_id = ? AND list_contains(?, xid) ORDER BY topic, "partition", "offset"',
+        'WHERE group_id = ? AND xid IN (SELECT unnest(?)) ORDER BY topic, "partition", "offset"',
         [group_id, sorted(xids)],
     ).fetchall()
     return [RawRecord(str(t), int(p), int(o), k, v) for t, p, o, k, v in rows]

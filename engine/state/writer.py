@@ -275,7 +275,16 @@ class StateWriter:
                 observe(conn, batch_id, tuple(deltas))
             frontier = None
             if plan is not None:
-                frontier = transactions.apply(conn, self.group_id, batch_id, plan)
+                frontier = transactions.apply(
+                    conn, self.group_id, batch_id, plan, keep_batches=self.keep_batches
+                )
+                if plan.duplicates:
+                    log.info(
+                        "batch %d: dropped %d event(s)/END(s) of source transactions applied "
+                        "before (sent again)",
+                        batch_id,
+                        plan.duplicates,
+                    )
                 self._warn_stuck(conn, batch_id)
             deadletters.insert(conn, self.group_id, dead_letters)
             offsets.save(conn, self.group_id, progress)

@@ -646,6 +646,43 @@ def test_a_crash_while_events_are_held_loses_nothing_and_applies_nothing_twice(
     assert state(restarted) == fold_in_one_batch(all_records(log))
 
 
+@pytest.mark.parametrize("with_ends", [False, True])
+@pytest.mark.parametrize(("max_records", "seed"), [(3, 1), (1000, 0)])
+def test_events_of_applied_transactions_sent_again_are_dropped_and_block_nothing(
+    with_ends: bool, max_records: int, seed: int
+) -> None:
+    # Records sent again (a producer re-sending a topic, a connector re-emitting after
+    # a restart), with or without their ENDs: applying them again would put old
+    # changes over newer ones, and waiting for an END that never comes would hold
+    # every later transaction of their partitions.
+    history, _transfers_before = _transfers(seed=7)
+    sent_again = [
+        r for r in all_records(history.log) if with_ends or not txmeta.is_transaction_topic(r.topic)
+    ]
+    # Fold what is there first, so the transactions are applied before the copies come.
+    writer = new_writer()
+    first = MemoryLog()
+    first.extend(sent_again if with_ends else all_records(history.log))
+    first.end()
+    fold(first, writer, max_records=max_records, seed=seed)
+    for r in sent_again:
+        history.log.append(r.topic, r.partition, r.key, r.value)
+    rnd = random.Random(seed)
+    after = [history.transfer(parts) for parts in ((0, 1, 2), (1, 2, 0))]
+    history.background(4, rnd)
+    log = history.end()
+    fold(log, writer, max_records=max_records, seed=seed, group=MemoryGroup(log))
+    with writer.store.reading() as conn:
+        for txn in after:
+            assert visible(conn, txn.creates) == len(txn.creates), txn.xid
+    for topic in (LEGS, LEDGER):
+        assert mirror_keys(writer, topic) == set(history.live[topic]), topic
+    assert held(writer) == (0, 0)
+    last = history.ended[-1].meta
+    assert frontier_row(writer) == (str(last.xid), last.end_lsn, last.ts_ms, len(history.ended))
+    assert writer.stored_offsets() == end_offsets(log)
+
+
 # -- 3. two interleaved transactions ----------------------------------------------------------
 
 
@@ -747,15 +784,6 @@ def test_interleaved_transactions_apply_in_commit_order() -> None:
     assert seen == ["", "", "", "", "", "ab"]  # b_first: B waited for A
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in engine/state/transactions.py ready(): after applying an END it moves "
-    "each partition's head only over the run of that transaction's events at the head, "
-    "so an event of an already applied transaction left behind an event of another one "
-    "(interleaved A B A) blocks every later transaction of that partition in the same "
-    "batch: C is complete and next in commit order, yet it stays held (until some later "
-    "batch happens to plan again; a bounded replay ends with it invisible)",
-)
 def test_a_transaction_after_interleaved_ones_is_applied_in_the_same_batch() -> None:
     history, _a, _b, _x = _interleaved()
     c = history.begin()
@@ -1128,8 +1156,10 @@ def test_the_frontier_is_the_last_applied_end_and_never_moves_back(
     applied: list[tuple[int, list[str], Any]] = []
     real_apply = transactions.apply
 
-    def apply(conn: duckdb.DuckDBPyConnection, group_id: str, batch_id: int, done: Any) -> Any:
-        frontier = real_apply(conn, group_id, batch_id, done)
+    def apply(
+        conn: duckdb.DuckDBPyConnection, group_id: str, batch_id: int, done: Any, **kwargs: Any
+    ) -> Any:
+        frontier = real_apply(conn, group_id, batch_id, done, **kwargs)
         applied.append((batch_id, [e.xid for e in done.ready], frontier))
         return frontier
 
