@@ -110,6 +110,14 @@ def replay_job(
     views: bool = True,
 ) -> Replay:
     """What `changefold replay` runs: the topics' ranges folded into `target`."""
+    if start.kind != "earliest" and settings.engine.transactions == "on":
+        log.warning(
+            "a replay from %s may start inside source transactions: their events before "
+            "the range never come, so they stay invisible, and so does every later "
+            "transaction that shares a partition with them; replay from earliest for "
+            "whole transactions",
+            start,
+        )
     return Replay(
         settings,
         target,
