@@ -6,12 +6,19 @@ Endpoints:
   JSON answers `{"columns": [{"name", "type"}], "rows": [[...]], "row_count",
   "truncated", "elapsed_ms"}`; Arrow answers an Arrow IPC stream
   (`application/vnd.apache.arrow.stream`) with the row count, truncated flag
-  and time in `X-Changefold-*` headers. A refused, invalid, failing or timed
+  and time in `X-Changefold-*` headers. Every answer says which source position it
+  is consistent as of, read in the query's own read-only transaction
+  (engine.state.frontier): JSON answers carry `consistent_as_of` (the frontier:
+  xid, LSN, commit time, transactions applied; null without one) and
+  `consistency` (the human line), Arrow answers the same in the schema metadata
+  and the `X-Changefold-Consistency` header. A refused, invalid, failing or timed
   out query answers 400 (429 when too many run at once) with
   `{"error": kind, "message": ...}`, the message being DuckDB's where DuckDB
   produced it; never a stack trace, and the server keeps serving.
-- `GET /health`: status, state file, mode, newest batch time, its age and freshness.
-- `GET /metrics`: pipeline figures as JSON (engine.serve.metrics) and API counters.
+- `GET /health`: status, state file, mode, newest batch time, its age and freshness,
+  and the frontier (`consistent_as_of`, `consistency`).
+- `GET /metrics`: pipeline figures as JSON (engine.serve.metrics), the frontier
+  (`consistent_as_of`, `consistency`) and API counters.
 - `GET /metrics/prometheus`: the same in the Prometheus text format.
 - `GET /openapi.json`: the OpenAPI description of the above.
 
@@ -41,6 +48,7 @@ from engine.core.errors import ApiError, QueryError
 from engine.serve import formats, metrics, prom
 from engine.serve.query import run_query
 from engine.serve.timeouts import Deadline
+from engine.state import frontier
 from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,10 @@ class ApiOptions:
     statement_timeout_s: float = 10.0
     max_concurrent_queries: int = 4
     metrics_window_s: float = 60.0
+    #: Whose frontier the answers carry: the engine's consumer group and whether it
+    #: orders transactions (None: not known; the most recently updated frontier).
+    group_id: str | None = None
+    transactions: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiOptions:
@@ -60,7 +72,13 @@ class ApiOptions:
             statement_timeout_s=settings.api.api_statement_timeout_s,
             max_concurrent_queries=settings.api.api_max_concurrent_queries,
             metrics_window_s=settings.api.api_metrics_window_s,
+            group_id=settings.engine.group_id,
+            transactions=settings.engine.transactions,
         )
+
+    @property
+    def frontier_scope(self) -> frontier.Scope:
+        return frontier.Scope(self.group_id, self.transactions)
 
 
 class QueryRequest(BaseModel):
@@ -156,7 +174,11 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
             try:
                 limit = min(body.max_rows or options.max_rows, options.max_rows)
                 result = run_query(
-                    reader, body.sql, max_rows=limit, timeout_s=options.statement_timeout_s
+                    reader,
+                    body.sql,
+                    max_rows=limit,
+                    timeout_s=options.statement_timeout_s,
+                    scope=options.frontier_scope,
                 )
             finally:
                 slots.release()
@@ -170,6 +192,8 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
             formats.TRUNCATED_HEADER: "true" if result.truncated else "false",
             formats.ELAPSED_HEADER: f"{result.elapsed_ms:.3f}",
         }
+        if result.consistency is not None:
+            headers[formats.CONSISTENCY_HEADER] = result.consistency.line
         if body.format == "arrow":
             return Response(
                 formats.to_arrow_stream(result), media_type=formats.ARROW_STREAM, headers=headers
@@ -182,7 +206,13 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
     @app.get("/health", summary="Is the API up, and how fresh is the state")
     def health() -> dict[str, Any]:
         now = dt.datetime.now(dt.UTC)
-        figures = _read(reader, options, lambda cur: metrics.health(cur, now=now))
+        figures = _read(
+            reader,
+            options,
+            lambda cur: (
+                metrics.health(cur, now=now) | frontier.read(cur, options.frontier_scope).to_json()
+            ),
+        )
         return {
             "status": "ok",
             "version": __version__,
@@ -210,7 +240,10 @@ def _figures(reader: StateReader, options: ApiOptions) -> dict[str, Any]:
     return _read(
         reader,
         options,
-        lambda cur: metrics.collect(cur, window_s=options.metrics_window_s, now=now),
+        lambda cur: (
+            metrics.collect(cur, window_s=options.metrics_window_s, now=now)
+            | frontier.read(cur, options.frontier_scope).to_json()
+        ),
     )
 
 

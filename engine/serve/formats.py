@@ -33,6 +33,9 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ROW_COUNT_HEADER = "X-Changefold-Row-Count"
 TRUNCATED_HEADER = "X-Changefold-Truncated"
 ELAPSED_HEADER = "X-Changefold-Elapsed-Ms"
+#: The human consistency line (`consistent as of ...`); the frontier itself is in the
+#: Arrow schema metadata, key `changefold.consistent_as_of` (JSON, or null).
+CONSISTENCY_HEADER = "X-Changefold-Consistency"
 
 _US_PER_DAY = 86_400_000_000
 
@@ -47,6 +50,7 @@ def to_payload(result: QueryResult) -> dict[str, Any]:
         "row_count": result.row_count,
         "truncated": result.truncated,
         "elapsed_ms": round(result.elapsed_ms, 3),
+        **(result.consistency.to_json() if result.consistency is not None else {}),
     }
 
 
@@ -59,6 +63,10 @@ def to_arrow_stream(result: QueryResult) -> bytes:
     table = portable(result.table)
     metadata = dict(table.schema.metadata or {})
     metadata[b"changefold.truncated"] = b"true" if result.truncated else b"false"
+    if result.consistency is not None:
+        fields = result.consistency.to_json()
+        metadata[b"changefold.consistent_as_of"] = json.dumps(fields["consistent_as_of"]).encode()
+        metadata[b"changefold.consistency"] = fields["consistency"].encode()
     table = table.replace_schema_metadata(metadata)
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:

@@ -1,7 +1,8 @@
 """The /metrics figures in the Prometheus text format (through prometheus-client).
 
 Everything is a gauge computed at scrape time from the state's tables, except
-the API's own query counters. Times are in seconds, as Prometheus prefers.
+the API's own query counters and the frontier's transactions applied (a counter
+read from the state). Times are in seconds, as Prometheus prefers.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class _Snapshot:
         yield from _batches(self.figures.get("batches"))
         yield from _freshness(self.figures.get("freshness"))
         yield from _dead_letters(self.figures.get("dead_letters"))
+        yield from _frontier(self.figures.get("consistent_as_of"))
         yield from _api(self.api)
 
 
@@ -136,6 +138,32 @@ def _dead_letters(d: dict[str, Any] | None) -> Iterator[Metric]:
         if stage_name not in ("decode", "fold"):
             letters.add_metric([stage_name], count)
     yield letters
+
+
+def _frontier(f: dict[str, Any] | None) -> Iterator[Metric]:
+    """The last source transaction applied (none without transaction ordering)."""
+    if f is None:
+        return
+    labels = [str(f["group_id"])]
+    commit = GaugeMetricFamily(
+        "changefold_frontier_commit_timestamp_seconds",
+        "Source commit time of the last transaction applied: the state is consistent as of it",
+        labels=["group"],
+    )
+    commit.add_metric(labels, f["commit_ts_ms"] / 1000)
+    lsn = GaugeMetricFamily(
+        "changefold_frontier_lsn",
+        "Source log position (Postgres LSN as an integer) of the last transaction applied",
+        labels=["group"],
+    )
+    lsn.add_metric(labels, f["lsn"])
+    applied = CounterMetricFamily(
+        "changefold_frontier_transactions",
+        "Source transactions applied whole",
+        labels=["group"],
+    )
+    applied.add_metric(labels, f["transactions"])
+    yield from (commit, lsn, applied)
 
 
 def _api(api: Mapping[str, Any]) -> Iterator[Metric]:

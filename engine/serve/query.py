@@ -11,6 +11,7 @@ import pyarrow as pa
 from engine.core.errors import QueryError
 from engine.serve.safety import checked_statement
 from engine.serve.timeouts import Deadline
+from engine.state import frontier
 from engine.state.reader import StateReader
 
 #: Rows per Arrow batch pulled from DuckDB's streaming result.
@@ -32,31 +33,46 @@ class QueryResult:
     table: pa.Table
     truncated: bool
     elapsed_ms: float
+    #: The frontier read in the query's own read transaction (None: not asked for).
+    consistency: frontier.Consistency | None = None
 
     @property
     def row_count(self) -> int:
         return self.table.num_rows
 
 
-def run_query(reader: StateReader, sql: str, *, max_rows: int, timeout_s: float) -> QueryResult:
+def run_query(
+    reader: StateReader,
+    sql: str,
+    *,
+    max_rows: int,
+    timeout_s: float,
+    scope: frontier.Scope | None = None,
+) -> QueryResult:
     """Check `sql` (engine.serve.safety), run it read-only, return up to `max_rows` rows.
+
+    With `scope`, the frontier of that group is read first in the same read-only
+    transaction, so the rows and `consistency` come from one snapshot.
 
     Raises QueryError with DuckDB's message when the query is refused, invalid,
     fails, or runs past `timeout_s` (then it is interrupted).
     """
     started = time.perf_counter()
+    consistency = None
     with reader.cursor() as cur:
         statement = checked_statement(cur, sql)
         deadline = Deadline(cur, timeout_s)
         try:
             with deadline:
+                if scope is not None:
+                    consistency = frontier.read(cur, scope)
                 columns, table, truncated = _fetch(cur, statement, max_rows)
         except (duckdb.Error, pa.ArrowException, OSError) as exc:
             if deadline.expired:
                 raise deadline.timeout_error() from None
             raise _query_error(exc) from None
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return QueryResult(columns, table, truncated, elapsed_ms)
+    return QueryResult(columns, table, truncated, elapsed_ms, consistency)
 
 
 def _fetch(

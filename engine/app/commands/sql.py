@@ -17,6 +17,7 @@ from engine.replay.asof import state_as_of
 from engine.serve import formats, output
 from engine.serve.client import ApiClient
 from engine.serve.query import run_query
+from engine.state import frontier
 from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ def sql(
     refused. While the engine runs, the query goes through its API; with the
     engine stopped, the state file is opened read-only.
 
+    Standard output holds the rows only; the source position the answer is
+    consistent as of (the last Postgres transaction applied, read in the
+    query's own snapshot) is printed on standard error.
+
     \b
     Examples:
       changefold sql "SHOW ALL TABLES"
@@ -103,6 +108,8 @@ def sql(
         output.write_json(payload, out)
     else:
         output.print_table(payload, Console(file=out, soft_wrap=False))
+    if payload.get("consistency"):
+        click.secho(str(payload["consistency"]), dim=True, err=True)
     if payload.get("truncated"):
         click.secho(
             f"note: only the first {payload['row_count']} rows are shown; the result has "
@@ -129,8 +136,14 @@ def _answer(
     reader = StateReader.open_file(path)
     try:
         limit = min(max_rows or settings.api.api_max_rows, settings.api.api_max_rows)
+        # A state file does not say which group wrote it, nor with which settings:
+        # the most recently updated frontier.
         result = run_query(
-            reader, query, max_rows=limit, timeout_s=settings.api.api_statement_timeout_s
+            reader,
+            query,
+            max_rows=limit,
+            timeout_s=settings.api.api_statement_timeout_s,
+            scope=frontier.Scope(),
         )
     finally:
         reader.close()
