@@ -81,6 +81,44 @@ def freshness_caption() -> dict[str, Any] | None:
     return health
 
 
+def consistency_line(answer: dict[str, Any]) -> str | None:
+    """'Consistent as of **2026-12-02 15:04:05.123 UTC** (LSN 0/1A2B3C8, transaction 877)'
+    from an API answer's `consistent_as_of` (the frontier: the last source transaction
+    applied); without one, the API's reason (e.g. per-event visibility, transaction
+    ordering off); None when the API says nothing about it."""
+    as_of = answer.get("consistent_as_of")
+    if isinstance(as_of, dict):
+        return (
+            f"Consistent as of **{when_ms(as_of.get('commit_time'))} UTC** "
+            f"(LSN {as_of.get('lsn_text')}, transaction {as_of.get('xid')})"
+        )
+    reason = answer.get("consistency")
+    if not reason:
+        return None
+    text = str(reason)
+    return text[:1].upper() + text[1:]
+
+
+def consistency_caption(answer: dict[str, Any]) -> None:
+    """Show `consistency_line` (nothing when the API does not say)."""
+    line = consistency_line(answer)
+    if line is not None:
+        st.caption(f":material/verified: {line}")
+
+
+def when_ms(value: Any) -> str:
+    """An ISO timestamp as UTC 'YYYY-MM-DD HH:MM:SS.mmm'."""
+    if not isinstance(value, str):
+        return "-"
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}"
+
+
 def seconds(value: float) -> str:
     if value < 10:
         return f"{value:.1f} s"

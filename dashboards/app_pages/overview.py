@@ -57,6 +57,7 @@ def sources_status() -> None:
                 icon=":material/check_circle:",
             )
     if health is not None:
+        ui.consistency_caption(health)
         headlines()
 
 

@@ -1,5 +1,6 @@
-"""Pipeline: lag and throughput per partition, batch timings, freshness, group members,
-connectors and tasks, replication slots, dead letters, schema versions."""
+"""Pipeline: the source position the state is consistent as of, lag and throughput per
+partition, batch timings, freshness, group members, connectors and tasks, replication
+slots, dead letters, schema versions."""
 
 from __future__ import annotations
 
@@ -244,7 +245,9 @@ def _state(state: str) -> str:
 
 
 def panels() -> None:
-    if ui.freshness_caption() is not None:
+    health = ui.freshness_caption()
+    if health is not None:
+        ui.consistency_caption(health)
         engine_panels()
     stack_panels()
 

@@ -46,6 +46,8 @@ export = importlib.import_module("export")
 queries = importlib.import_module("queries")
 
 GROUP = "changefold"
+#: The frontier engine_figures records: the last source transaction applied.
+FRONTIER = {"xid": "877", "lsn": 0x1A2B3C8, "commit_ts_ms": 1_796_223_845_123, "transactions": 877}
 #: (topic, partitions, records per batch and partition): bank.transactions is the busy one.
 TOPICS = (("arcade.arcade.scores", 3, 40), ("bank.bank.transactions", 3, 90))
 
@@ -110,6 +112,11 @@ def engine_figures(con: duckdb.DuckDBPyConnection, batches: int = 12) -> None:
         "'value is not JSON: Expecting value at line 1', 'decode', ?)",
         [GROUP, now],
     )
+    con.execute(
+        "INSERT OR REPLACE INTO _changefold.frontier VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [GROUP, FRONTIER["xid"], FRONTIER["lsn"], FRONTIER["commit_ts_ms"],
+         FRONTIER["transactions"], batches, now],
+    )  # fmt: skip
     for version, table in enumerate(("transactions", "transactions", "accounts"), start=1):
         con.execute(
             "INSERT INTO _changefold.schema_versions VALUES "
@@ -156,14 +163,18 @@ def stack_down(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextmanager
-def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+def serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, transactions: str = "on"
+) -> Iterator[Served]:
     """A copy of the state served by a real query API; the dashboards pointed at it (and
-    at a Connect and a Postgres that do not answer)."""
+    at a Connect and a Postgres that do not answer). The engine orders transactions
+    (`transactions`), and its frontier is FRONTIER."""
     path = tmp_path / "state.duckdb"
     shutil.copyfile(template_state(), path)
     con = duckdb.connect(str(path))
     engine_figures(con)  # batches of just now
-    api = start_api(Settings.from_env({}, home=tmp_path), StateReader.for_connection(con), port=0)
+    settings = Settings.from_env({}, home=tmp_path, transactions=transactions)
+    api = start_api(settings, StateReader.for_connection(con), port=0)
     monkeypatch.setenv("CHANGEFOLD_API_URL", api.url)
     stack_down(monkeypatch)
     try:

@@ -20,6 +20,20 @@ def test_status_and_headlines_with_the_stack_down(served: Served) -> None:
     assert metric(at, "Fraud alerts") == str(alerts)
     assert metric(at, "High-risk accounts") == str(high)
     assert metric(at, "Consumer lag (records)") == "30"
+    assert any(
+        "Consistent as of **2026-12-02 15:04:05.123 UTC** (LSN 0/1A2B3C8, transaction 877)" in c
+        for c in texts(at.caption)
+    )
+
+
+def test_a_fresh_engine_has_applied_no_transaction_yet(served: Served) -> None:
+    served.con.execute("DELETE FROM _changefold.frontier")
+    at = open_page()
+    assert any(
+        "Per-event visibility (transaction ordering on, no source transaction applied yet)" in c
+        for c in texts(at.caption)
+    )
+    assert not any("Consistent as of" in c for c in texts(at.caption))
 
 
 def test_every_page_opens_from_the_entry_script(served: Served) -> None:
@@ -46,3 +60,4 @@ def test_engine_down_banner_and_no_figures(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(errors) == 3
     assert errors[0].startswith("**Engine**: down") and url in errors[0]
     assert not at.metric
+    assert not any("onsistent as of" in c for c in texts(at.caption))

@@ -4,6 +4,7 @@ and with nothing up."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from dashboards_support import (
@@ -13,8 +14,11 @@ from dashboards_support import (
     metric,
     nothing_up,
     open_page,
+    serving,
     texts,
 )
+
+CONSISTENT = "Consistent as of **2026-12-02 15:04:05.123 UTC** (LSN 0/1A2B3C8, transaction 877)"
 
 
 def test_partitions_batches_members_dead_letters_and_versions(served: Served) -> None:
@@ -48,6 +52,31 @@ def test_partitions_batches_members_dead_letters_and_versions(served: Served) ->
     assert len(versions) == served.rows("SELECT count(*) FROM _changefold.schema_versions")[0][0]
     assert metric(at, "Dead letters") == "1" and metric(at, "Schema versions") == "3"
     assert len(at.get("vega_lite_chart")) == 3, "lag, rate and batch timing charts"
+
+
+def test_the_frontier_the_state_is_consistent_as_of(served: Served) -> None:
+    at = open_page("pipeline")
+    assert sum(CONSISTENT in c for c in texts(at.caption)) == 1
+    # the engine applies the next transaction: the page follows
+    served.con.execute(
+        "UPDATE _changefold.frontier SET xid = '878', lsn = lsn + 4096, "
+        "commit_ts_ms = commit_ts_ms + 1000, transactions = transactions + 1"
+    )
+    at.run()
+    assert any(
+        "2026-12-02 15:04:06.123 UTC** (LSN 0/1A2C3C8, transaction 878)" in c
+        for c in texts(at.caption)
+    )
+
+
+def test_without_transaction_ordering_it_says_per_event_visibility(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serving(tmp_path, monkeypatch, transactions="off"):
+        at = open_page("pipeline")
+    captions = texts(at.caption)
+    assert any("Per-event visibility (transaction ordering off)" in c for c in captions)
+    assert not any("Consistent as of" in c for c in captions)
 
 
 def test_stack_down_is_shown_next_to_the_engine_figures(served: Served) -> None:
