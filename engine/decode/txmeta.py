@@ -14,13 +14,15 @@ Pure functions over bytes: no state, no I/O.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from engine.decode.envelope import TRANSACTION_SUFFIX, MalformedEnvelope, split
 
 _TXN = b'"transaction":'
-_ID = b'"id":"'
+#: The block as Debezium writes it: {"id":"<id>","total_order":N,...
+_BLOCK = re.compile(rb'\{"id":"([^"]*)","total_order":(\d+)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,15 @@ def _lsn_of_id(txn_id: str) -> int:
 
 def event_xid(value: bytes) -> str | None:
     """The xid of a data event's transaction; None for an event outside one (snapshot
-    rows, history from before the metadata was on).
+    rows, history from before the metadata was on)."""
+    found = event_txn(value)
+    return None if found is None else found[0]
+
+
+def event_txn(value: bytes) -> tuple[str, int | None] | None:
+    """(xid, total_order) of a data event's transaction: total_order is the event's
+    place in its transaction (1, 2, ...; None when the block has none), so an event
+    delivered twice has the same pair. None for an event outside a transaction.
 
     The envelope's `transaction` field follows `before`, `after` and `source`, and
     only `op` and the timestamps come after it, so its last occurrence is the
@@ -82,18 +92,16 @@ def event_xid(value: bytes) -> str | None:
     at = value.rfind(_TXN)
     if at < 0:
         return None
-    rest = value[at + len(_TXN) : at + len(_TXN) + 64]
+    rest = value[at + len(_TXN) : at + len(_TXN) + 160]
     if rest.startswith(b"null"):
         return None
-    if rest.startswith(b"{" + _ID):
-        start = 1 + len(_ID)
-        end = rest.find(b'"', start)
-        if end > 0:
-            return xid_of_id(rest[start:end].decode())
-    return _parsed_xid(value)
+    found = _BLOCK.match(rest)
+    if found is not None:
+        return xid_of_id(found.group(1).decode()), int(found.group(2))
+    return _parsed_txn(value)
 
 
-def _parsed_xid(value: bytes) -> str | None:
+def _parsed_txn(value: bytes) -> tuple[str, int | None] | None:
     try:
         _schema, payload = split(value)
         data = json.loads(payload)
@@ -101,7 +109,8 @@ def _parsed_xid(value: bytes) -> str | None:
         return None
     txn = data.get("transaction") if isinstance(data, dict) else None
     if isinstance(txn, dict) and isinstance(txn.get("id"), str):
-        return xid_of_id(txn["id"])
+        order = txn.get("total_order")
+        return xid_of_id(txn["id"]), order if isinstance(order, int) else None
     return None
 
 

@@ -87,8 +87,8 @@ class TxnPlan:
     fold: list[RecordLike]
     #: Transactions applied by this batch, in commit order.
     ready: list[TxnEnd]
-    #: This batch's events and ENDs that wait.
-    hold_events: list[tuple[str, RecordLike]]
+    #: This batch's events that wait: (xid, place in the transaction, record).
+    hold_events: list[tuple[str, int | None, RecordLike]]
     hold_ends: list[TxnEnd]
     #: Transaction records that could not be read.
     dead_letters: list[DeadLetter]
@@ -153,7 +153,7 @@ def plan(
     """Split a batch by transaction (see the module docstring). Reads the held rows;
     writes nothing (`apply` does, inside the batch's transaction)."""
     now: list[RecordLike] = []
-    waiting: dict[str, list[RecordLike]] = defaultdict(list)
+    waiting: dict[str, list[tuple[int | None, RecordLike]]] = defaultdict(list)
     ends: list[TxnEnd] = []
     dead: list[DeadLetter] = []
     late = 0
@@ -172,13 +172,13 @@ def plan(
                 continue
             ends.append(end)
             continue
-        xid = None
+        txn = None
         if value is not None and topic_kind(topic) == "table" and rules.waits(topic):
-            xid = txmeta.event_xid(value)
-        if xid is None:
+            txn = txmeta.event_txn(value)
+        if txn is None:
             now.append(rec)
         else:
-            waiting[xid].append(rec)
+            waiting[txn[0]].append((txn[1], rec))
     done_before = _applied_among(conn, group_id, {*waiting, *(e.xid for e in ends)})
     duplicates = sum(len(waiting.pop(x, ())) for x in done_before)
     fresh: dict[str, TxnEnd] = {}
@@ -192,29 +192,46 @@ def plan(
     duplicates += sum(1 for x in fresh if x in known)
     ends = [e for x, e in fresh.items() if x not in known]
     all_ends = [*held_ends, *ends]
-    if not all_ends:
-        hold = [(x, r) for x, rs in waiting.items() for r in rs]
-        return TxnPlan(now, [], hold, [], dead, late, duplicates)
+    # An event delivered twice has the same place in its transaction: the first copy
+    # (held, or earliest in this batch) counts, the others are dropped.
+    places: set[tuple[str, int]] = set()
     have: dict[str, dict[str, int]] = defaultdict(dict)
     order: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
-    for xid, topic, partition, offset in _held_positions(conn, group_id):
-        have[xid][topic] = have[xid].get(topic, 0) + 1
-        order[(topic, partition)].append((offset, xid))
+    if all_ends:
+        for xid, place, topic, partition, offset in _held_positions(conn, group_id):
+            if place is not None:
+                places.add((xid, place))
+            have[xid][topic] = have[xid].get(topic, 0) + 1
+            order[(topic, partition)].append((offset, xid))
+    else:
+        places = _held_places(conn, group_id, waiting)
+    fresh_events: dict[str, list[tuple[int | None, RecordLike]]] = {}
     for xid, recs in waiting.items():
-        counts = have[xid]
-        for r in recs:
+        keep = []
+        for place, r in sorted(recs, key=lambda pr: (pr[1].topic, pr[1].partition, pr[1].offset)):
+            if place is not None and (xid, place) in places:
+                duplicates += 1
+                continue
+            if place is not None:
+                places.add((xid, place))
+            keep.append((place, r))
+            counts = have[xid]
             counts[r.topic] = counts.get(r.topic, 0) + 1
             order[(r.topic, r.partition)].append((r.offset, xid))
+        fresh_events[xid] = keep
+    if not all_ends:
+        hold = [(x, p, r) for x, prs in fresh_events.items() for p, r in prs]
+        return TxnPlan(now, [], hold, [], dead, late, duplicates)
     for queue in order.values():
         queue.sort()
     go = ready(all_ends, have, rules.follows, order)
     go_ids = {e.xid for e in go}
     held = _held_records(conn, group_id, go_ids) if go_ids else []
     fold = sorted(
-        (*held, *now, *(r for x in go_ids for r in waiting.get(x, ()))),
+        (*held, *now, *(r for x in go_ids for _p, r in fresh_events.get(x, ()))),
         key=lambda r: (r.topic, r.partition, r.offset),
     )
-    hold_events = [(x, r) for x, rs in waiting.items() if x not in go_ids for r in rs]
+    hold_events = [(x, p, r) for x, prs in fresh_events.items() if x not in go_ids for p, r in prs]
     hold_ends = [e for e in ends if e.xid not in go_ids]
     return TxnPlan(fold, go, hold_events, hold_ends, dead, late, duplicates)
 
@@ -234,13 +251,14 @@ def apply(
         table = pa.table(
             {
                 "group_id": [group_id] * len(done.hold_events),
-                "xid": [x for x, _ in done.hold_events],
-                "topic": [r.topic for _, r in done.hold_events],
-                "partition": pa.array([r.partition for _, r in done.hold_events], pa.int32()),
-                "offset": pa.array([r.offset for _, r in done.hold_events], pa.int64()),
-                "key": pa.array([r.key for _, r in done.hold_events], pa.binary()),
-                "value": pa.array([r.value for _, r in done.hold_events], pa.binary()),
+                "xid": [x for x, _p, _r in done.hold_events],
+                "topic": [r.topic for _x, _p, r in done.hold_events],
+                "partition": pa.array([r.partition for *_, r in done.hold_events], pa.int32()),
+                "offset": pa.array([r.offset for *_, r in done.hold_events], pa.int64()),
+                "key": pa.array([r.key for *_, r in done.hold_events], pa.binary()),
+                "value": pa.array([r.value for *_, r in done.hold_events], pa.binary()),
                 "batch_id": pa.array([batch_id] * len(done.hold_events), pa.int64()),
+                "total_order": pa.array([p for _x, p, _r in done.hold_events], pa.int64()),
             }
         )
         conn.register("_txn_hold", table)
@@ -348,13 +366,30 @@ def _held_ends(conn: duckdb.DuckDBPyConnection, group_id: str) -> list[TxnEnd]:
 
 def _held_positions(
     conn: duckdb.DuckDBPyConnection, group_id: str
-) -> list[tuple[str, str, int, int]]:
-    """(xid, topic, partition, offset) of every held event."""
+) -> list[tuple[str, int | None, str, int, int]]:
+    """(xid, place in its transaction, topic, partition, offset) of every held event."""
     rows = conn.execute(
-        f'SELECT xid, topic, "partition", "offset" FROM {_EVENTS} WHERE group_id = ?',
+        f'SELECT xid, total_order, topic, "partition", "offset" FROM {_EVENTS} WHERE group_id = ?',
         [group_id],
     ).fetchall()
-    return [(str(x), str(t), int(p), int(o)) for x, t, p, o in rows]
+    return [
+        (str(x), None if n is None else int(n), str(t), int(p), int(o)) for x, n, t, p, o in rows
+    ]
+
+
+def _held_places(
+    conn: duckdb.DuckDBPyConnection, group_id: str, xids: Iterable[str]
+) -> set[tuple[str, int]]:
+    """(xid, place) of the held events of these transactions."""
+    wanted = sorted(xids)
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        f"SELECT xid, total_order FROM {_EVENTS} WHERE group_id = ? AND total_order IS NOT "
+        "NULL AND xid IN (SELECT unnest(?))",
+        [group_id, wanted],
+    ).fetchall()
+    return {(str(x), int(n)) for x, n in rows}
 
 
 def _held_records(

@@ -10,3 +10,6 @@ CREATE TABLE _changefold.txn_applied (
     batch_id    BIGINT NOT NULL,      -- the batch that applied it
     PRIMARY KEY (group_id, xid)
 );
+-- Each held event's place in its transaction (Debezium's total_order): an event
+-- delivered twice has the same (xid, total_order), so it is counted and applied once.
+ALTER TABLE _changefold.txn_events ADD COLUMN total_order BIGINT;

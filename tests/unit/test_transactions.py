@@ -681,6 +681,41 @@ def test_events_of_applied_transactions_sent_again_are_dropped_and_block_nothing
     last = history.ended[-1].meta
     assert frontier_row(writer) == (str(last.xid), last.end_lsn, last.ts_ms, len(history.ended))
     assert writer.stored_offsets() == end_offsets(log)
+    # A new group reads the copies before their transactions are applied (even in
+    # the batch that applies them): the same state.
+    for max_new in (max_records, 2, 10_000):
+        fresh = new_writer()
+        fold(log, fresh, max_records=max_new, seed=seed + 1, group=MemoryGroup(log))
+        for topic in (LEGS, LEDGER):
+            assert mirror_keys(fresh, topic) == set(history.live[topic]), (topic, max_new)
+        assert held(fresh) == (0, 0), max_new
+        assert frontier_row(fresh) == frontier_row(writer)
+
+
+def test_a_copy_of_one_event_does_not_stand_in_for_another_of_the_same_topic() -> None:
+    # A transfer's two legs are in partitions 0 and 1 of one topic; partition 1 is read
+    # with a copy of its leg behind it before partition 0 is read. Counting events per
+    # topic, the copy would make the transfer look whole without the leg of partition 0.
+    history = History(seed=12)
+    transfer = history.transfer((0, 1, 2))
+    log = history.log
+    for r in all_records(log):
+        if (r.topic, r.partition) == (LEGS, 1):
+            log.append(r.topic, r.partition, r.key, r.value)
+    log = history.end()
+    runs = whole([(LEGS, 1), (LEDGER, 2), (TXN_TOPIC, 0)])
+    writer = new_writer()
+    step = CheckpointedStep(writer, "scripted")
+    for key, _count in runs:
+        records = log.read(key, 0, log.end_offset(key))
+        assert isinstance(step.fold(Polled(records, {key: log.end_offset(key)})), Folded)
+    with writer.store.reading() as conn:
+        assert visible(conn, transfer.creates) == 0  # the leg in partition 0 is not there
+    key = (LEGS, 0)
+    step.fold(Polled(log.read(key, 0, log.end_offset(key)), {key: log.end_offset(key)}))
+    with writer.store.reading() as conn:
+        assert visible(conn, transfer.creates) == len(transfer.creates)
+    assert held(writer) == (0, 0)
 
 
 # -- 3. two interleaved transactions ----------------------------------------------------------
