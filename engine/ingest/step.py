@@ -80,13 +80,22 @@ class CheckpointedStep:
 
     `until_ms`: a time bound (a replay's `--until`): of each partition, the records from
     its first change committed after the bound on are not folded, and the partition
-    is reported finished.
+    is reported finished. `until_lsn`: a source log bound (a replay's `--until X/Y`):
+    transactions whose END is after it are not applied (their events stay held).
     """
 
-    def __init__(self, writer: StateWriter, member: str, *, until_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        writer: StateWriter,
+        member: str,
+        *,
+        until_ms: int | None = None,
+        until_lsn: int | None = None,
+    ) -> None:
         self.writer = writer
         self.member = member
         self.until_ms = until_ms
+        self.until_lsn = until_lsn
         self.decoder = Decoder()
         #: Partitions past the time bound: their later records are dropped unread.
         self.finished: set[Key] = set()
@@ -116,6 +125,7 @@ class CheckpointedStep:
                 nbytes=nbytes,
                 decode=self._decode,
                 until_ms=self.until_ms,
+                until_lsn=self.until_lsn,
             )
         except StaleBatch as stale:
             log.warning(

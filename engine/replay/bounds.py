@@ -10,6 +10,7 @@ time (the records' own `source.ts_ms`), so the result is the state as of T.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from engine.core.errors import ReplayError
+from engine.state.frontier import lsn_text
 
 Offsets = dict[tuple[str, int], int]
 
@@ -38,9 +40,14 @@ class StartSpec:
 
 @dataclass(frozen=True)
 class UntilSpec:
-    time: datetime | None = None  # None: latest
+    time: datetime | None = None  # None (and no lsn): latest
+    #: A source log position (Postgres LSN): the state after the last transaction whose
+    #: END is at or before it (needs whole transactions); the topics are read to latest.
+    lsn: int | None = None
 
     def __str__(self) -> str:
+        if self.lsn is not None:
+            return f"lsn:{lsn_text(self.lsn)}"
         return self.time.isoformat() if self.time else "latest"
 
     @property
@@ -68,8 +75,22 @@ def parse_start(text: str) -> StartSpec:
     return StartSpec("time", time=parse_time(text, "--from"))
 
 
+_LSN = re.compile(r"^(?:lsn:)?([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+
+def parse_lsn(text: str) -> int | None:
+    """`16/B374D848` (or `lsn:16/B374D848`) as an integer; None when not of that form."""
+    found = _LSN.match(text.strip())
+    return None if found is None else (int(found.group(1), 16) << 32) | int(found.group(2), 16)
+
+
 def parse_until(text: str) -> UntilSpec:
-    return UntilSpec() if text == "latest" else UntilSpec(parse_time(text, "--until"))
+    if text == "latest":
+        return UntilSpec()
+    lsn = parse_lsn(text)
+    if lsn is not None:
+        return UntilSpec(lsn=lsn)
+    return UntilSpec(parse_time(text, "--until"))
 
 
 def load_offsets_file(path: Path, topics: list[str]) -> Offsets:

@@ -171,7 +171,13 @@ class Replay:
             max_records=self.settings.engine.batch_max_records,
         )
         until_ms = None if meta.until_ts is None else int(meta.until_ts.timestamp() * 1000)
-        step = CheckpointedStep(writer, "replay", until_ms=until_ms)
+        if self.until.lsn is not None and writer.transactions is None:
+            raise ReplayError(
+                f"--until {self.until} is a source log position: it needs whole source "
+                "transactions (CHANGEFOLD_TRANSACTIONS=on and the connectors' "
+                "<prefix>.transaction topics); use --until <time> otherwise"
+            )
+        step = CheckpointedStep(writer, "replay", until_ms=until_ms, until_lsn=self.until.lsn)
         stored = writer.stored_offsets()
         total = meta.total
         done = sum(

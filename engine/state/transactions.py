@@ -149,6 +149,7 @@ def plan(
     rules: TxnRules,
     *,
     until_ms: int | None = None,
+    until_lsn: int | None = None,
 ) -> TxnPlan:
     """Split a batch by transaction (see the module docstring). Reads the held rows;
     writes nothing (`apply` does, inside the batch's transaction)."""
@@ -167,7 +168,9 @@ def plan(
                 continue
             if end is None:
                 continue
-            if until_ms is not None and end.ts_ms > until_ms:
+            if (until_ms is not None and end.ts_ms > until_ms) or (
+                until_lsn is not None and end.lsn > until_lsn
+            ):
                 late += 1
                 continue
             ends.append(end)

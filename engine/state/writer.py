@@ -152,6 +152,7 @@ class StateWriter:
         nbytes: int,
         decode: Callable[[Sequence[RecordLike]], DecodedBatch],
         until_ms: int | None = None,
+        until_lsn: int | None = None,
     ) -> WriteResult:
         """Fold polled records: decide which source transactions they complete, decode
         what is ready (`decode`), and write it (`write`), all under the writer's lock, so
@@ -159,14 +160,20 @@ class StateWriter:
 
         `progress` and `nbytes` are what was consumed (all of `records`, also the
         events held for their transaction); `until_ms` leaves transactions committed
-        after that time out (a replay's time bound)."""
+        after that time out (a replay's time bound), `until_lsn` those whose END is after
+        that source log position."""
         with self.store.lock:
             plan = None
             todo = records
             if self.transactions is not None:
                 with self.store.reading() as conn:
                     plan = transactions.plan(
-                        conn, self.group_id, records, self.transactions, until_ms=until_ms
+                        conn,
+                        self.group_id,
+                        records,
+                        self.transactions,
+                        until_ms=until_ms,
+                        until_lsn=until_lsn,
                     )
                 todo = plan.fold
             t0 = time.perf_counter()

@@ -54,3 +54,13 @@ def test_meta_identity_and_total() -> None:
     assert not a.same_replay(
         ReplayMeta(("t",), "earliest", "2026-01-01T00:00:00+00:00", None, {}, {})
     )
+
+
+def test_parse_until_a_source_lsn() -> None:
+    until = parse_until("16/B374D848")
+    assert until.lsn == (0x16 << 32) | 0xB374D848 and until.time is None
+    assert str(until) == "lsn:16/B374D848"
+    assert parse_until(str(until)) == until
+    assert parse_until("0/1A2B3C8").lsn == 0x1A2B3C8
+    with pytest.raises(ReplayError, match="not a time"):
+        parse_until("16/XYZ")

@@ -718,6 +718,29 @@ def test_a_copy_of_one_event_does_not_stand_in_for_another_of_the_same_topic() -
     assert held(writer) == (0, 0)
 
 
+@pytest.mark.parametrize("max_records", [2, 1000])
+def test_a_bound_by_source_lsn_applies_exactly_the_transactions_ended_at_or_before_it(
+    max_records: int,
+) -> None:
+    history, transfers = _transfers(seed=13)
+    log = history.end()
+    bound = transfers[1].meta.end_lsn
+    writer = new_writer()
+    step = CheckpointedStep(writer, "replay", until_lsn=bound)
+    records = all_records(log)
+    for i in range(0, len(records), max_records):
+        chunk = records[i : i + max_records]
+        ends = {(r.topic, r.partition): log.end_offset((r.topic, r.partition)) for r in chunk}
+        assert isinstance(step.fold(Polled(chunk, ends)), Folded)
+    applied = [t for t in history.ended if t.meta.end_lsn <= bound]
+    with writer.store.reading() as conn:
+        for txn in transfers:
+            want = len(txn.creates) if txn.meta.end_lsn <= bound else 0
+            assert visible(conn, txn.creates) == want, txn.xid
+    last = applied[-1].meta
+    assert frontier_row(writer) == (str(last.xid), last.end_lsn, last.ts_ms, len(applied))
+
+
 # -- 3. two interleaved transactions ----------------------------------------------------------
 
 

@@ -64,8 +64,9 @@ Exit codes: 0 complete, 130 interrupted (run the same command to continue),
     "--until",
     default="latest",
     show_default=True,
-    help="latest (the end of the topics when the replay began), or an ISO time: the state "
-    "as of that source commit time.",
+    help="latest (the end of the topics when the replay began), an ISO time: the state "
+    "as of that source commit time, or a source LSN (X/Y, as the frontier shows it): the "
+    "state after the last transaction whose END is at or before it.",
 )
 @click.option("--topic", "topics", multiple=True, help="Replay only this topic (repeatable).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs and scripts).")

@@ -51,10 +51,11 @@ log = logging.getLogger(__name__)
 @click.option(
     "--as-of",
     "as_of",
-    metavar="TIME",
-    help="Answer against the state as of this ISO time (source commit time): the change "
-    "history is replayed until TIME into a cached file under <home>/replays/, built once "
-    "per time and reused.",
+    metavar="TIME|LSN",
+    help="Answer against the state as of this ISO time (source commit time) or source LSN "
+    "(X/Y, as answers name their frontier; needs CHANGEFOLD_TRANSACTIONS=on): the change "
+    "history is replayed until then into a cached file under <home>/replays/, built once "
+    "per time or LSN and reused.",
 )
 @click.option(
     "--max-rows",
