@@ -7,13 +7,16 @@
 --   alerts    = 1 - prod(1 - severity * decay) over the account's alerts of the last
 --               7 days of event time, decay = exp(-age in hours / 24);
 --   behaviour = 0.3 * min(1, declined transactions in the last 24 h / 5).
--- "Now" is the bank stream's event-time clock (live.progress 'fraud_alerts').
+-- "Now" is the bank stream's event-time clock (live.progress 'fraud_alerts': the
+-- newest created_at of the mirror's transactions). A function of the alerts and the
+-- mirror rows, so of the history, not of its batches; updated_batch is bookkeeping.
 -- risk_level: high >= 0.7, medium >= 0.3, else low. Accounts with no recent alert
 -- and no recent decline have no row.
 --
--- Incremental: recomputes the accounts the batch touched plus the accounts already
--- listed (their scores decay as the clock moves), reading only the last day of their
--- transactions and the last week of alerts.
+-- Incremental: recomputes the accounts the batch touched (declines changed, alerts
+-- regrouped by fraud_alerts.sql: its temp table _fa_alert_accounts) plus the accounts
+-- already listed (their scores decay as the clock moves), reading only the last day of
+-- their transactions and the last week of alerts.
 
 CREATE OR REPLACE TEMP TABLE _ar_now AS
 SELECT (SELECT clock FROM live.progress WHERE name = 'fraud_alerts') AS now;
@@ -21,7 +24,7 @@ SELECT (SELECT clock FROM live.progress WHERE name = 'fraud_alerts') AS now;
 CREATE OR REPLACE TEMP TABLE _ar_accounts AS
 SELECT account_id FROM _after_bank_transactions WHERE status = 'declined'
 UNION SELECT account_id FROM _before_bank_transactions WHERE status = 'declined'
-UNION SELECT account_id FROM live.fraud_alerts WHERE last_batch = $batch_id
+UNION SELECT account_id FROM _fa_alert_accounts
 UNION SELECT account_id FROM live.account_risk;
 
 CREATE OR REPLACE TEMP TABLE _ar_alerts AS

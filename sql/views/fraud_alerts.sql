@@ -1,7 +1,7 @@
 -- fraud_alerts: rules for the fraud patterns of the bank domain, one alert per
 -- episode of a rule on an account, with the numbers that triggered it.
 -- inputs: bank.transactions, bank.devices, bank.accounts
--- state: live.payment_buckets
+-- state: live.fraud_hits
 -- findings: live.fraud_alerts
 -- counts: new_alerts = live.fraud_alerts.first_batch
 -- params: fraud_tiny_eur, fraud_baseline_days
@@ -15,133 +15,196 @@
 -- params: fraud_new_account_age_days, fraud_new_account_min_inflow_eur
 -- params: fraud_new_account_move_share, fraud_new_account_move_window_s
 --
--- Incremental: a batch re-evaluates only the accounts it touched, over the event-time
--- span of its changes widened by the longest rule window ($fraud_* settings), reading
--- the mirror within that span only. Rules look at the rows' own timestamps, so a late
--- event is judged with its neighbours in event time.
+-- A function of the mirror rows (sql/views/README.md, "Batch boundaries"):
+-- live.fraud_hits holds every hit of every rule on the current rows (rule, account,
+-- triggering transaction, evidence, severity, reason); a rule's hits on an account
+-- whose windows lie within the rule's window of each other form one episode, and
+-- live.fraud_alerts holds one alert per episode, id md5(rule:account:first triggering
+-- transaction). A hit whose rows changed is judged again, so an alert grows, shrinks
+-- or goes away with its evidence (a hold deleted, a payment reversed), whichever batch
+-- brought the change. detected_at / detected_event_time / first_batch / last_batch
+-- are bookkeeping: the wall clock, the stream's clock and the batch when the alert (by
+-- its id) was first raised, and the batch that last changed it.
 --
--- Raised once: a rule's hits on an account that lie within the rule's window of each
--- other form one episode; an episode overlapping an existing alert of the same rule
--- and account extends that alert (more evidence, maybe a higher severity); otherwise
--- it becomes a new alert whose id is a digest of rule, account and first triggering
--- transaction. Alerts are findings: they are never withdrawn, but a transaction that
--- was reversed, declined or deleted before a rule saw it does not count where money
--- must have moved (takeover, structuring, new-account transfers).
+-- Incremental: a hit depends on the account's rows within the rule's window before its
+-- triggering transaction (velocity's baseline: the baseline period), so a change at
+-- event time c re-judges the account's hits triggered in [c, c + that reach] from the
+-- rows of [c - reach, c + reach] only; takeovers are judged again on every change of
+-- the account (its transfers from the holder's untrusted foreign devices, and their
+-- balance). Episodes are regrouped only for the (rule, account) pairs whose hits were
+-- judged again.
 
--- The bank stream's event-time clock: the newest created_at seen.
+-- The bank stream's event-time clock: the newest created_at of the mirror's
+-- transactions (looked up in the mirror only when the batch retracts the newest one).
+CREATE OR REPLACE TEMP TABLE _fa_clock AS
+WITH old AS (SELECT (SELECT clock FROM live.progress WHERE name = 'fraud_alerts') AS old_now),
+flags AS (
+    SELECT
+        old_now,
+        (SELECT max(created_at) FROM _after_bank_transactions) AS added_max,
+        coalesce((SELECT max(created_at) FROM _before_bank_transactions) >= old_now, false) AS retracted
+    FROM old
+)
+SELECT
+    old_now,
+    retracted,
+    CASE
+        WHEN retracted THEN coalesce(
+            (SELECT max(created_at) FROM bank.transactions WHERE created_at > old_now - INTERVAL 1 DAY),
+            (SELECT max(created_at) FROM bank.transactions)
+        )
+        ELSE greatest(old_now, added_max)
+    END AS now
+FROM flags;
+
 INSERT INTO live.progress (name, clock, batch_id, updated)
-SELECT 'fraud_alerts', (SELECT max(created_at) FROM _after_bank_transactions), $batch_id, now()
+SELECT 'fraud_alerts', now, $batch_id, now() FROM _fa_clock WHERE now IS NOT NULL OR retracted
 ON CONFLICT (name) DO UPDATE SET
-    clock = greatest(live.progress.clock, excluded.clock),
+    clock = excluded.clock,
     batch_id = excluded.batch_id,
     updated = excluded.updated;
 
--- Accounts to re-evaluate, with the event-time span the batch changed for each.
-CREATE OR REPLACE TEMP TABLE _fa_touched AS
-WITH spans AS (
-    SELECT account_id, created_at AS t_from, created_at AS t_to FROM _after_bank_transactions
-    UNION ALL
-    SELECT account_id, created_at, created_at FROM _before_bank_transactions
-    UNION ALL
-    -- a device registered or changed: what the customer's accounts did while it was new
-    SELECT a.account_id, d.registered_at, d.registered_at + to_seconds($fraud_takeover_device_age_s::BIGINT)
-    FROM (
-        SELECT customer_id, registered_at FROM _after_bank_devices
-        UNION ALL
-        SELECT customer_id, registered_at FROM _before_bank_devices
-    ) AS d
-    JOIN bank.accounts AS a ON a.customer_id = d.customer_id
-    UNION ALL
-    -- a balance moved: transfers out from an untrusted device in the last day are judged
-    -- again (the account row and its transfers travel on different topics)
-    SELECT t.account_id, t.created_at, t.created_at
-    FROM bank.transactions AS t
-    JOIN bank.devices AS d ON d.device_id = t.device_id
-    WHERE t.kind = 'transfer_out'
-        AND NOT coalesce(d.trusted, false)
-        AND t.created_at >= (SELECT clock FROM live.progress WHERE name = 'fraud_alerts')
-            - to_seconds($fraud_takeover_device_age_s::BIGINT)
-        AND t.account_id IN (SELECT account_id FROM _after_bank_accounts)
-    UNION ALL
-    -- an account that is new (or whose opening changed): its first days
-    SELECT n.account_id, n.opened_at, n.opened_at + to_days($fraud_new_account_age_days::INTEGER)
-    FROM _after_bank_accounts AS n
-    LEFT JOIN _before_bank_accounts AS o USING (account_id)
-    WHERE o.account_id IS NULL
-        OR o.opened_at IS DISTINCT FROM n.opened_at
-        OR o.home_country IS DISTINCT FROM n.home_country
-),
-spans_by_rule AS (
+-- Change points: the event times of the batch's transaction rows (before and after);
+-- pay_moved: a card payment that came, went or changed its time, amount or kind (not
+-- only its status): it moves velocity baselines for the baseline period after it.
+CREATE OR REPLACE TEMP TABLE _fa_points AS
+WITH pairs AS (
     SELECT
-        -- every rule but the two below looks at most this far around a change
-        to_seconds(greatest(
-            $fraud_velocity_window_s, $fraud_card_testing_window_s, $fraud_takeover_window_s,
-            $fraud_new_account_move_window_s
-        )::BIGINT) AS near,
-        -- impossible travel: the previous card-present use, up to a day before
-        INTERVAL 1 DAY AS travel,
-        -- structuring: cash deposits within its window
-        to_seconds($fraud_structuring_window_s::BIGINT) AS deposits
+        b.account_id AS b_acc, b.created_at AS b_at, b.kind AS b_kind, b.amount AS b_amt,
+        a.account_id AS a_acc, a.created_at AS a_at, a.kind AS a_kind, a.amount AS a_amt
+    FROM _before_bank_transactions AS b
+    FULL OUTER JOIN _after_bank_transactions AS a USING (txn_id)
+),
+moved AS (
+    SELECT *,
+        b_acc IS DISTINCT FROM a_acc OR b_at IS DISTINCT FROM a_at
+            OR b_kind IS DISTINCT FROM a_kind OR b_amt IS DISTINCT FROM a_amt AS changed
+    FROM pairs
 )
-SELECT
-    account_id,
-    min(t_from) AS t_from,
-    max(t_to) AS t_to,
-    (SELECT near FROM spans_by_rule) AS near,
-    (SELECT travel FROM spans_by_rule) AS travel,
-    (SELECT deposits FROM spans_by_rule) AS deposits,
-    min(t_from) - (SELECT greatest(near, travel, deposits) FROM spans_by_rule) AS scan_from,
-    max(t_to) + (SELECT greatest(near, travel, deposits) FROM spans_by_rule) AS scan_to
-FROM spans
-WHERE account_id IS NOT NULL AND t_from IS NOT NULL
+SELECT b_acc AS account_id, b_at AS c,
+    changed AND b_kind = 'purchase' AND abs(b_amt) >= $fraud_tiny_eur AS pay_moved
+FROM moved WHERE b_acc IS NOT NULL AND b_at IS NOT NULL
+UNION ALL
+SELECT a_acc, a_at, changed AND a_kind = 'purchase' AND abs(a_amt) >= $fraud_tiny_eur
+FROM moved WHERE a_acc IS NOT NULL AND a_at IS NOT NULL;
+
+-- An account row that came, went or changed its opening (or holder): the days in which
+-- it counts as new.
+CREATE OR REPLACE TEMP TABLE _fa_opened AS
+WITH changed AS (
+    SELECT coalesce(n.account_id, o.account_id) AS account_id, o.opened_at AS o_at, n.opened_at AS n_at
+    FROM _after_bank_accounts AS n
+    FULL OUTER JOIN _before_bank_accounts AS o USING (account_id)
+    WHERE o.account_id IS NULL OR n.account_id IS NULL
+        OR o.opened_at IS DISTINCT FROM n.opened_at
+        OR o.customer_id IS DISTINCT FROM n.customer_id
+),
+openings AS (
+    SELECT account_id, o_at AS opened_at FROM changed
+    UNION ALL
+    SELECT account_id, n_at FROM changed
+)
+SELECT account_id, min(opened_at) AS n_from,
+    max(opened_at) + to_days($fraud_new_account_age_days::INTEGER)
+        + to_seconds($fraud_new_account_move_window_s::BIGINT) AS n_to
+FROM openings
+WHERE opened_at IS NOT NULL AND account_id IS NOT NULL
 GROUP BY account_id;
 
--- The touched accounts' transactions around their spans: the rules' only input rows.
--- All kinds near the changes; further out only what impossible travel and
--- structuring look back for. (A rule sees fewer rows far from the changes, which can
--- only lower its counts there, never invent a hit.)
+CREATE OR REPLACE TEMP TABLE _fa_ranges AS
+WITH c AS (
+    SELECT account_id, min(c) AS c_from, max(c) AS c_to,
+        min(c) FILTER (WHERE pay_moved) AS p_from, max(c) FILTER (WHERE pay_moved) AS p_to
+    FROM _fa_points
+    GROUP BY account_id
+)
+SELECT
+    coalesce(c.account_id, o.account_id) AS account_id, c.c_from, c.c_to, c.p_from, c.p_to,
+    o.n_from, o.n_to,
+    to_seconds($fraud_velocity_window_s::BIGINT) AS w_velocity,
+    to_seconds($fraud_card_testing_window_s::BIGINT) AS w_card,
+    to_seconds($fraud_structuring_window_s::BIGINT) AS w_deposits,
+    to_seconds($fraud_new_account_move_window_s::BIGINT) AS w_onward,
+    to_days($fraud_baseline_days::INTEGER) AS w_baseline,
+    to_seconds(greatest(
+        $fraud_velocity_window_s, $fraud_card_testing_window_s, $fraud_new_account_move_window_s
+    )::BIGINT) AS near,
+    -- the furthest any rule reads around a change (greatest() of numbers: DuckDB's
+    -- greatest() of intervals mis-orders seconds against days)
+    to_seconds(greatest(
+        $fraud_velocity_window_s, $fraud_card_testing_window_s, $fraud_new_account_move_window_s,
+        $fraud_structuring_window_s, 86400
+    )::BIGINT) AS far
+FROM c
+FULL OUTER JOIN _fa_opened AS o USING (account_id);
+
+-- Per rule and account, the trigger times whose hits are judged again.
+CREATE OR REPLACE TEMP TABLE _fa_rule_spans AS
+SELECT 'velocity_burst' AS rule, account_id, c_from AS h_from,
+    greatest(c_to + w_velocity, p_to + w_baseline) AS h_to
+FROM _fa_ranges WHERE c_from IS NOT NULL
+UNION ALL
+SELECT 'card_testing', account_id, c_from, c_to + w_card FROM _fa_ranges WHERE c_from IS NOT NULL
+UNION ALL
+SELECT 'impossible_travel', account_id, c_from, c_to + INTERVAL 1 DAY
+FROM _fa_ranges WHERE c_from IS NOT NULL
+UNION ALL
+SELECT 'structuring', account_id, c_from, c_to + w_deposits FROM _fa_ranges WHERE c_from IS NOT NULL
+UNION ALL
+SELECT 'new_account_large_transfer', account_id, least(c_from, n_from), greatest(c_to + w_onward, n_to)
+FROM _fa_ranges;
+
+-- The judged accounts' transactions their hits can read: all kinds near the changes;
+-- further out only what velocity's baseline, impossible travel and structuring read.
 CREATE OR REPLACE TEMP TABLE _fa_scope AS
 SELECT t.*
 FROM bank.transactions AS t
-JOIN _fa_touched AS u
+JOIN _fa_ranges AS u
     ON t.account_id = u.account_id
-    AND t.created_at >= u.scan_from
-    AND t.created_at <= u.scan_to
-WHERE (t.created_at >= u.t_from - u.near AND t.created_at <= u.t_to + u.near)
+    AND t.created_at >= least(
+        u.c_from - u.far, u.p_from - u.w_velocity, u.n_from
+    )
+    AND t.created_at <= greatest(
+        u.c_to + u.far, u.p_to + u.w_baseline, u.n_to
+    )
+WHERE (t.created_at >= u.c_from - u.near AND t.created_at <= u.c_to + u.near)
+    OR (t.created_at >= u.n_from AND t.created_at <= u.n_to)
+    OR (
+        t.kind = 'purchase' AND abs(t.amount) >= $fraud_tiny_eur
+        AND t.created_at >= u.p_from - u.w_velocity AND t.created_at <= u.p_to + u.w_baseline
+    )
     OR (
         t.kind IN ('purchase', 'withdrawal') AND t.channel IN ('card_present', 'atm')
-        AND t.created_at >= u.t_from - u.travel AND t.created_at <= u.t_to + u.travel
+        AND t.created_at >= u.c_from - INTERVAL 1 DAY AND t.created_at <= u.c_to + INTERVAL 1 DAY
     )
     OR (
         t.kind = 'deposit' AND t.channel IN ('branch', 'atm')
-        AND t.created_at >= u.t_from - u.deposits AND t.created_at <= u.t_to + u.deposits
+        AND t.created_at >= u.c_from - u.w_deposits AND t.created_at <= u.c_to + u.w_deposits
     );
 
--- Velocity baseline: recount the card payments of the buckets the batch touched.
-CREATE OR REPLACE TEMP TABLE _fa_buckets AS
-SELECT DISTINCT
-    account_id,
-    time_bucket(to_seconds($fraud_velocity_window_s::BIGINT), created_at) AS bucket_start
-FROM (
-    SELECT account_id, created_at, kind, amount FROM _after_bank_transactions
-    UNION ALL
-    SELECT account_id, created_at, kind, amount FROM _before_bank_transactions
-)
-WHERE kind = 'purchase' AND abs(amount) >= $fraud_tiny_eur AND account_id IS NOT NULL;
+-- Takeover: accounts whose transactions, row or holder's devices changed are judged
+-- again whole, over the holder's untrusted devices (every hit of theirs is replaced).
+CREATE OR REPLACE TEMP TABLE _fa_takeover_accounts AS
+SELECT account_id FROM _fa_points
+UNION SELECT account_id FROM _after_bank_accounts
+UNION SELECT account_id FROM _before_bank_accounts
+UNION SELECT a.account_id
+    FROM (
+        SELECT customer_id FROM _after_bank_devices
+        UNION SELECT customer_id FROM _before_bank_devices
+    ) AS d
+    JOIN bank.accounts AS a ON a.customer_id = d.customer_id;
 
-DELETE FROM live.payment_buckets AS p
-USING _fa_buckets AS b
-WHERE p.account_id = b.account_id AND p.bucket_start = b.bucket_start;
+CREATE OR REPLACE TEMP TABLE _fa_takeover_devices AS
+SELECT a.account_id, d.device_id, d.country, d.registered_at
+FROM _fa_takeover_accounts AS u
+JOIN bank.accounts AS a ON a.account_id = u.account_id
+JOIN bank.devices AS d ON d.customer_id = a.customer_id
+WHERE NOT coalesce(d.trusted, false) AND d.registered_at IS NOT NULL;
 
-INSERT INTO live.payment_buckets (account_id, bucket_start, payments)
-SELECT b.account_id, b.bucket_start, count(*)
-FROM _fa_buckets AS b
-JOIN _fa_scope AS s
-    ON s.account_id = b.account_id
-    AND s.created_at >= b.bucket_start
-    AND s.created_at < b.bucket_start + to_seconds($fraud_velocity_window_s::BIGINT)
-WHERE s.kind = 'purchase' AND abs(s.amount) >= $fraud_tiny_eur
-GROUP BY b.account_id, b.bucket_start;
+INSERT INTO _fa_rule_spans
+SELECT 'account_takeover', account_id, '-infinity'::TIMESTAMPTZ, 'infinity'::TIMESTAMPTZ
+FROM _fa_takeover_accounts WHERE account_id IS NOT NULL;
 
 -- Rule hits: (rule, account, triggering transaction, evidence, severity, reason).
 -- gap_s: hits of a rule on an account closer than this belong to one episode.
@@ -179,12 +242,25 @@ busy AS (
     SELECT * FROM pays WHERE n >= $fraud_velocity_min_count
 ),
 usual AS (
-    SELECT b.txn_id, coalesce(max(p.payments), 0) AS usual_max
+    -- the account's usual maximum: its busiest bucket of the velocity window over the
+    -- baseline period (buckets starting in [t - baseline, t - 3 windows)), read from
+    -- the mirror for the busy payments only
+    SELECT b.txn_id, coalesce(max(c.payments), 0) AS usual_max
     FROM busy AS b
-    LEFT JOIN live.payment_buckets AS p
-        ON p.account_id = b.account_id
-        AND p.bucket_start >= b.created_at - to_days($fraud_baseline_days::INTEGER)
-        AND p.bucket_start < b.created_at - to_seconds(3 * $fraud_velocity_window_s::BIGINT)
+    LEFT JOIN (
+        SELECT b2.txn_id, time_bucket(to_seconds($fraud_velocity_window_s::BIGINT), p.created_at) AS bucket_start,
+            count(*) AS payments
+        FROM busy AS b2
+        JOIN bank.transactions AS p
+            ON p.account_id = b2.account_id
+            AND p.created_at >= b2.created_at - to_days($fraud_baseline_days::INTEGER)
+            AND p.created_at < b2.created_at - to_seconds(2 * $fraud_velocity_window_s::BIGINT)
+        WHERE p.kind = 'purchase' AND abs(p.amount) >= $fraud_tiny_eur
+        GROUP BY ALL
+    ) AS c
+        ON c.txn_id = b.txn_id
+        AND c.bucket_start >= b.created_at - to_days($fraud_baseline_days::INTEGER)
+        AND c.bucket_start < b.created_at - to_seconds(3 * $fraud_velocity_window_s::BIGINT)
     GROUP BY b.txn_id
 ),
 judged AS (
@@ -249,8 +325,7 @@ WHERE n_tiny >= $fraud_card_testing_min_count
 -- can travel in the time between (speed above $fraud_travel_max_kmh), the distance
 -- between the countries' centre points taken $fraud_travel_slack_km shorter.
 -- Every earlier card-present use of the last day is compared, not only the one just
--- before: a use that arrives late (from another partition, in a later batch) then
--- adds hits and never hides one, so the alerts do not depend on batch boundaries.
+-- before (each pair is a hit of its own).
 INSERT INTO _fa_hits
 WITH present AS (
     SELECT txn_id, account_id, created_at, country
@@ -292,26 +367,30 @@ FROM (
 )
 WHERE kmh > $fraud_travel_max_kmh;
 
--- account_takeover: transfers out from a device that is new, untrusted and registered
--- outside the account's home country, moving a large share of the balance.
+-- account_takeover: transfers out from a device of the account holder that is new,
+-- untrusted and registered outside the account's home country, moving a large share
+-- of the balance.
 INSERT INTO _fa_hits
 WITH suspicious AS (
     SELECT
         t.txn_id, t.account_id, t.created_at, -t.amount AS moved,
         d.country AS device_country, d.registered_at, a.home_country
-    FROM _fa_scope AS t
-    JOIN bank.accounts AS a USING (account_id)
-    JOIN bank.devices AS d ON d.device_id = t.device_id
-    WHERE t.kind = 'transfer_out' AND t.status = 'settled'
-        AND NOT coalesce(d.trusted, false)
-        AND d.country IS DISTINCT FROM a.home_country
+    FROM _fa_takeover_devices AS d
+    JOIN bank.transactions AS t
+        ON t.device_id = d.device_id
+        AND t.account_id = d.account_id
         AND t.created_at >= d.registered_at
         AND t.created_at <= d.registered_at + to_seconds($fraud_takeover_device_age_s::BIGINT)
+    JOIN bank.accounts AS a ON a.account_id = t.account_id
+    WHERE t.kind = 'transfer_out' AND t.status = 'settled'
+        AND d.country IS DISTINCT FROM a.home_country
 ),
 money AS (
     -- what was left on the account right after each suspicious transfer: the current
-    -- balance less what the account's settled or pending transactions since then added
-    -- (read from the mirror: as much as happened since, not the history)
+    -- balance less what the account's settled or pending transactions after it added
+    -- (read from the mirror: as much as happened since, not the history). At every
+    -- source commit the balance is the sum of those transactions (sql/source/bank.sql),
+    -- so this is the sum up to the transfer: whatever the batches, the same number.
     SELECT
         s.txn_id,
         any_value(a.balance) - coalesce(sum(t.amount), 0) AS balance_after
@@ -319,7 +398,7 @@ money AS (
     JOIN bank.accounts AS a USING (account_id)
     LEFT JOIN bank.transactions AS t
         ON t.account_id = s.account_id
-        AND t.created_at > s.created_at
+        AND (t.created_at, t.txn_id) > (s.created_at, s.txn_id)
         AND t.status IN ('pending', 'settled')
     GROUP BY s.txn_id
 ),
@@ -434,106 +513,116 @@ SELECT
 FROM onward
 WHERE moved >= $fraud_new_account_move_share * received;
 
--- Episodes: a rule's hits on an account whose windows lie within gap_s of each other.
+-- Replace the judged hits: (rule, account) pairs that had or have one are regrouped.
+CREATE OR REPLACE TEMP TABLE _fa_pairs AS
+SELECT DISTINCT h.rule, h.account_id
+FROM live.fraud_hits AS h
+JOIN _fa_rule_spans AS s
+    ON s.rule = h.rule AND s.account_id = h.account_id
+    AND h.trigger_time >= s.h_from AND h.trigger_time <= s.h_to;
+
+DELETE FROM live.fraud_hits AS h
+USING _fa_rule_spans AS s
+WHERE s.rule = h.rule AND s.account_id = h.account_id
+    AND h.trigger_time >= s.h_from AND h.trigger_time <= s.h_to;
+
+INSERT INTO live.fraud_hits
+SELECT DISTINCT h.rule, h.account_id, h.trigger_txn_id, h.trigger_time, h.window_start,
+    h.window_end, h.evidence, h.severity, h.reason, h.gap_s
+FROM _fa_hits AS h
+JOIN _fa_rule_spans AS s
+    ON s.rule = h.rule AND s.account_id = h.account_id
+    AND h.trigger_time >= s.h_from AND h.trigger_time <= s.h_to;
+
+INSERT INTO _fa_pairs
+SELECT DISTINCT h.rule, h.account_id
+FROM _fa_hits AS h
+JOIN _fa_rule_spans AS s
+    ON s.rule = h.rule AND s.account_id = h.account_id
+    AND h.trigger_time >= s.h_from AND h.trigger_time <= s.h_to;
+
+-- Episodes of the regrouped pairs, from all their hits: hits ordered by trigger time,
+-- a new episode where a hit's window starts more than gap_s after the previous ends.
 CREATE OR REPLACE TEMP TABLE _fa_episodes AS
 WITH ordered AS (
     SELECT
         h.*,
         max(window_end) OVER (
-            PARTITION BY rule, account_id ORDER BY trigger_time, trigger_txn_id, window_start
+            PARTITION BY rule, account_id
+            ORDER BY trigger_time, trigger_txn_id, window_start, evidence
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
         ) AS prev_end
-    FROM _fa_hits AS h
+    FROM live.fraud_hits AS h
+    WHERE (h.rule, h.account_id) IN (SELECT (rule, account_id) FROM _fa_pairs)
 ),
 numbered AS (
     SELECT
         *,
         sum(CASE WHEN prev_end IS NULL OR window_start > prev_end + to_seconds(gap_s) THEN 1 ELSE 0 END)
             OVER (
-                PARTITION BY rule, account_id ORDER BY trigger_time, trigger_txn_id, window_start
+                PARTITION BY rule, account_id
+                ORDER BY trigger_time, trigger_txn_id, window_start, evidence
+                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
             ) AS episode
     FROM ordered
 )
 SELECT
+    md5(rule || ':' || account_id || ':' || arg_min(trigger_txn_id, (trigger_time, trigger_txn_id)))
+        AS alert_id,
     rule,
     account_id,
-    arg_min(trigger_txn_id, (trigger_time, trigger_txn_id)) AS anchor_txn_id,
     min(trigger_time) AS event_time,
     min(window_start) AS window_start,
     max(window_end) AS window_end,
     list_sort(list_distinct(flatten(list(evidence)))) AS evidence,
     max(severity) AS severity,
-    arg_max(reason, (severity, trigger_time, trigger_txn_id, window_start)) AS reason,
-    max(gap_s) AS gap_s
+    arg_max(reason, (severity, trigger_time, trigger_txn_id, window_start, reason)) AS reason
 FROM numbered
 GROUP BY rule, account_id, episode;
 
--- Match episodes with the alerts they continue.
-CREATE OR REPLACE TEMP TABLE _fa_matched AS
-SELECT
-    e.*,
-    (
-        SELECT arg_min(a.alert_id, a.event_time)
-        FROM live.fraud_alerts AS a
-        WHERE a.rule = e.rule AND a.account_id = e.account_id
-            AND a.window_start <= e.window_end + to_seconds(e.gap_s)
-            AND e.window_start <= a.window_end + to_seconds(e.gap_s)
-    ) AS existing_id
-FROM _fa_episodes AS e;
+-- The regrouped pairs' alerts: gone with their episode, changed with it, or new.
+CREATE OR REPLACE TEMP TABLE _fa_alert_accounts AS
+SELECT DISTINCT account_id FROM _fa_pairs;
+
+DELETE FROM live.fraud_alerts
+WHERE (rule, account_id) IN (SELECT (rule, account_id) FROM _fa_pairs)
+    AND alert_id NOT IN (SELECT alert_id FROM _fa_episodes);
 
 UPDATE live.fraud_alerts
-SET evidence_txn_ids = m.evidence,
-    window_start = m.window_start,
-    window_end = m.window_end,
-    event_time = m.event_time,
-    severity = m.severity,
-    reason = m.reason,
+SET evidence_txn_ids = e.evidence,
+    window_start = e.window_start,
+    window_end = e.window_end,
+    event_time = e.event_time,
+    severity = e.severity,
+    reason = e.reason,
     last_batch = $batch_id
-FROM (
-    SELECT
-        a.alert_id,
-        list_sort(list_distinct(list_concat(any_value(a.evidence_txn_ids), flatten(list(x.evidence)))))
-            AS evidence,
-        least(any_value(a.window_start), min(x.window_start)) AS window_start,
-        greatest(any_value(a.window_end), max(x.window_end)) AS window_end,
-        least(any_value(a.event_time), min(x.event_time)) AS event_time,
-        greatest(any_value(a.severity), max(x.severity)) AS severity,
-        CASE
-            WHEN max(x.severity) > any_value(a.severity) THEN arg_max(x.reason, x.severity)
-            ELSE any_value(a.reason)
-        END AS reason
-    FROM _fa_matched AS x
-    JOIN live.fraud_alerts AS a ON a.alert_id = x.existing_id
-    GROUP BY a.alert_id
-) AS m
-WHERE live.fraud_alerts.alert_id = m.alert_id
-    AND (live.fraud_alerts.evidence_txn_ids <> m.evidence
-        OR live.fraud_alerts.severity <> m.severity
-        OR live.fraud_alerts.event_time <> m.event_time
-        OR live.fraud_alerts.window_start <> m.window_start
-        OR live.fraud_alerts.window_end <> m.window_end);
+FROM _fa_episodes AS e
+WHERE live.fraud_alerts.alert_id = e.alert_id
+    AND (live.fraud_alerts.evidence_txn_ids <> e.evidence
+        OR live.fraud_alerts.severity <> e.severity
+        OR live.fraud_alerts.reason <> e.reason
+        OR live.fraud_alerts.event_time <> e.event_time
+        OR live.fraud_alerts.window_start <> e.window_start
+        OR live.fraud_alerts.window_end <> e.window_end);
 
-INSERT INTO live.fraud_alerts AS a (
+INSERT INTO live.fraud_alerts (
     alert_id, rule, account_id, customer_id, severity, reason, evidence_txn_ids, event_time,
     window_start, window_end, detected_at, detected_event_time, first_batch, last_batch
 )
 SELECT
-    md5(e.rule || ':' || e.account_id || ':' || e.anchor_txn_id),
-    e.rule, e.account_id, acc.customer_id, e.severity, e.reason, e.evidence, e.event_time,
-    e.window_start, e.window_end, $detected_at,
-    (SELECT clock FROM live.progress WHERE name = 'fraud_alerts'),
-    $batch_id, $batch_id
-FROM _fa_matched AS e
+    e.alert_id, e.rule, e.account_id, acc.customer_id, e.severity, e.reason, e.evidence,
+    e.event_time, e.window_start, e.window_end, $detected_at,
+    (SELECT now FROM _fa_clock), $batch_id, $batch_id
+FROM _fa_episodes AS e
 LEFT JOIN bank.accounts AS acc ON acc.account_id = e.account_id
-WHERE e.existing_id IS NULL
-ON CONFLICT (alert_id) DO UPDATE SET
-    evidence_txn_ids = list_sort(list_distinct(list_concat(a.evidence_txn_ids, excluded.evidence_txn_ids))),
-    window_start = least(a.window_start, excluded.window_start),
-    window_end = greatest(a.window_end, excluded.window_end),
-    severity = greatest(a.severity, excluded.severity),
-    last_batch = excluded.last_batch;
+WHERE e.alert_id NOT IN (SELECT alert_id FROM live.fraud_alerts);
 
--- Baseline buckets older than the baseline period are no longer needed.
-DELETE FROM live.payment_buckets
-WHERE bucket_start < (SELECT clock FROM live.progress WHERE name = 'fraud_alerts')
-    - to_days($fraud_baseline_days::INTEGER + 1);
+-- The holder of an alerted account, as the mirror has it.
+UPDATE live.fraud_alerts
+SET customer_id = acc.customer_id
+FROM bank.accounts AS acc
+WHERE acc.account_id = live.fraud_alerts.account_id
+    AND live.fraud_alerts.account_id IN (
+        SELECT account_id FROM _after_bank_accounts UNION SELECT account_id FROM _before_bank_accounts
+    )
+    AND live.fraud_alerts.customer_id IS DISTINCT FROM acc.customer_id;

@@ -490,4 +490,4 @@ def test_truncated_transactions_keep_raised_alerts(bank: Bank) -> None:
     )
     assert stats.applied
     assert bank.alerts() == raised  # findings stay; derived counts start over
-    assert bank.con.execute("SELECT count(*) FROM live.payment_buckets").fetchall() == [(0,)]
+    assert bank.con.execute("SELECT count(*) FROM live.fraud_hits").fetchall() == [(0,)]

@@ -63,9 +63,24 @@ CREATE TABLE IF NOT EXISTS live.leaderboard_window (
 -- the points of the player's latest score in the window (for prev_rank)
 ALTER TABLE live.leaderboard_window ADD COLUMN IF NOT EXISTS latest_points INTEGER;
 
--- fraud_alerts: one row per detected episode of a rule on an account. Raised once:
--- the id is a digest of rule, account and the episode's first triggering
--- transaction; later batches may add evidence to it, never raise it again.
+-- fraud_hits: every hit of a rule on the mirror's current rows (one per triggering
+-- transaction, or pair / inflow for impossible travel / new-account transfers).
+CREATE TABLE IF NOT EXISTS live.fraud_hits (
+    rule           VARCHAR NOT NULL,
+    account_id     BIGINT NOT NULL,
+    trigger_txn_id BIGINT NOT NULL,
+    trigger_time   TIMESTAMPTZ NOT NULL,
+    window_start   TIMESTAMPTZ,
+    window_end     TIMESTAMPTZ,
+    evidence       BIGINT[] NOT NULL,
+    severity       DOUBLE NOT NULL,
+    reason         VARCHAR NOT NULL,
+    gap_s          BIGINT NOT NULL
+);
+
+-- fraud_alerts: one row per episode of a rule's hits on an account (a function of
+-- the hits). The id is a digest of rule, account and the episode's first triggering
+-- transaction; an episode that loses its hits loses its alert.
 CREATE TABLE IF NOT EXISTS live.fraud_alerts (
     alert_id            VARCHAR PRIMARY KEY,
     rule                VARCHAR NOT NULL,
@@ -79,7 +94,9 @@ CREATE TABLE IF NOT EXISTS live.fraud_alerts (
     -- event-time span of the evidence
     window_start        TIMESTAMPTZ NOT NULL,
     window_end          TIMESTAMPTZ NOT NULL,
-    -- wall clock of the batch that raised it, and the stream's event-time clock then
+    -- bookkeeping (not compared by `changefold diff`): the wall clock and the stream's
+    -- event-time clock of the batch that first raised this id, that batch, and the
+    -- batch that last changed the row
     detected_at         TIMESTAMPTZ NOT NULL,
     detected_event_time TIMESTAMPTZ,
     first_batch         BIGINT NOT NULL,
@@ -103,14 +120,9 @@ CREATE TABLE IF NOT EXISTS live.account_risk (
     updated_batch BIGINT
 );
 
--- Velocity baseline: card payments per account per bucket of the velocity window,
--- kept for the baseline period (older buckets are dropped).
-CREATE TABLE IF NOT EXISTS live.payment_buckets (
-    account_id   BIGINT NOT NULL,
-    bucket_start TIMESTAMPTZ NOT NULL,
-    payments     INTEGER NOT NULL,
-    PRIMARY KEY (account_id, bucket_start)
-);
+-- The velocity baseline is read from the mirror now (fraud_alerts.sql); the table of
+-- per-bucket counts it replaced depended on the batches (pruned by the clock).
+DROP TABLE IF EXISTS live.payment_buckets;
 
 -- Money conservation: settled transfer legs whose other leg is missing or does not
 -- offset them after the last batch that touched them.
