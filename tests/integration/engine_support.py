@@ -50,7 +50,16 @@ def engine_env(settings: Settings, **extra: str) -> dict[str, str]:
 class EngineProcess:
     """`changefold run` as a child process, its output in a log file."""
 
-    def __init__(self, settings: Settings, state: Path, group: str, log: Path, *args: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        state: Path,
+        group: str,
+        log: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`env`: more CHANGEFOLD_* variables for the child."""
         self.log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
@@ -66,7 +75,7 @@ class EngineProcess:
                 group,
                 *args,
             ],
-            env=engine_env(settings),
+            env=engine_env(settings, **(env or {})),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
