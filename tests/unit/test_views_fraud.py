@@ -491,3 +491,37 @@ def test_truncated_transactions_keep_raised_alerts(bank: Bank) -> None:
     assert stats.applied
     assert bank.alerts() == raised  # findings stay; derived counts start over
     assert bank.con.execute("SELECT count(*) FROM live.fraud_hits").fetchall() == [(0,)]
+
+
+def test_an_alert_goes_with_its_evidence_whichever_batch_deletes_it() -> None:
+    """Alerts are a function of the current rows: expired holds deleted in the batch
+    that brought them, or a batch later, leave the same (no) alert."""
+
+    def run(split: bool) -> list[dict[str, Any]]:
+        bank = Bank()
+        bank.commit(bank.account(bank.edit(), 1))
+        e = bank.edit()
+        ids = payments(bank, e, 7, T0)
+        if split:
+            bank.commit(e)
+            assert [a["rule"] for a in bank.alerts()] == ["velocity_burst"]
+            e = bank.edit()
+        for tid in ids[:3]:
+            e.delete("bank.transactions", tid)
+        bank.commit(e)
+        return bank.alerts()
+
+    assert run(split=False) == run(split=True) == []
+
+
+def test_an_alert_shrinks_with_its_evidence(bank: Bank) -> None:
+    e = bank.edit()
+    ids = payments(bank, e, 9, T0)
+    bank.commit(e)
+    [alert] = bank.alerts()
+    assert alert["evidence_txn_ids"] == ids
+    bank.commit(bank.edit().delete("bank.transactions", ids[-1]))
+    [shrunk] = bank.alerts()
+    assert shrunk["alert_id"] == alert["alert_id"]
+    assert shrunk["evidence_txn_ids"] == ids[:-1]
+    assert shrunk["detected_at"] == alert["detected_at"]  # bookkeeping of the first raising

@@ -310,3 +310,18 @@ def test_incremental_equals_recompute_all_after_a_generated_run(board: Board) ->
 def _ranked(rows: dict[int, tuple[object, ...]]) -> dict[int, tuple[object, ...]]:
     """Every column read, rank_change included (a function of the mirror rows too)."""
     return rows
+
+
+def test_window_end_moves_back_when_the_newest_score_goes(board: Board) -> None:
+    """The window ends at the newest achieved_at among the mirror's scores: deleting
+    that score brings the older ones back, as a history without it would have."""
+    e = board.batch()
+    player(e, 1)
+    player(e, 2)
+    score(e, 10, 1, 100, T0)
+    board.commit(e)
+    board.commit(score(board.batch(), 11, 2, 5, T0 + timedelta(minutes=70)))
+    assert set(board.board("leaderboard_window")) == {2}
+    board.commit(board.batch().delete("arcade.scores", 11))
+    assert board.board("leaderboard_window") == {1: (100, 100, 1, 1, None)}
+    board.assert_matches_scratch()

@@ -282,3 +282,51 @@ def partitioned_batches(
             batch.extend(lane[cursors[name] : cursors[name] + take])
             cursors[name] = min(len(lane), cursors[name] + take)
         yield batch
+
+
+def transaction_batches(
+    txns: Iterable[PgTxn], records_per_batch: int, partitions: int = 1, seed: int = 0
+) -> Iterator[list[PgTxn]]:
+    """Batches as the engine folds them with whole source transactions on: each poll
+    reads up to `records_per_batch` captured row changes, and a batch applies the
+    transactions that are whole by then, in commit order (engine.state.transactions).
+
+    With `partitions` 1 the changes are read in commit order; with more, each change
+    goes to partition hash(key) of its table's topic and a poll reads chunks of random
+    lanes (each lane in order), so transactions complete in a different pattern. A
+    poll that completes no transaction gives no batch."""
+    txns = list(txns)
+    lanes: dict[tuple[str, int], list[int]] = {}
+    missing: list[int] = []
+    for i, t in enumerate(txns):
+        captured = [s for s in t.statements if s.captured]
+        missing.append(len(captured))
+        for s in captured:
+            lane = ("all", 0) if partitions <= 1 else (s.table, _partition(s.key, partitions))
+            lanes.setdefault(lane, []).append(i)
+    rng = random.Random(seed)
+    cursors = dict.fromkeys(lanes, 0)
+    applied = 0
+    while applied < len(txns):
+        budget = records_per_batch
+        while budget > 0:
+            open_lanes = [name for name, lane in lanes.items() if cursors[name] < len(lane)]
+            if not open_lanes:
+                break
+            name = open_lanes[0] if partitions <= 1 else rng.choice(open_lanes)
+            take = budget if partitions <= 1 else min(budget, rng.randint(1, records_per_batch))
+            for i in lanes[name][cursors[name] : cursors[name] + take]:
+                missing[i] -= 1
+            moved = min(take, len(lanes[name]) - cursors[name])
+            cursors[name] += moved
+            budget -= moved
+        batch: list[PgTxn] = []
+        while applied < len(txns) and missing[applied] == 0:
+            batch.append(txns[applied])
+            applied += 1
+        if batch:
+            yield batch
+
+
+def _partition(key: object, partitions: int) -> int:
+    return zlib.crc32(str(_key(key)).encode()) % partitions
