@@ -262,7 +262,9 @@ class ViewMaintainer:
         """Rebuild every view from the mirror tables alone (in the caller's transaction).
 
         The result is what the views would hold had the whole mirror arrived in one
-        batch. Alerts are raised anew (detected now); ranks have no previous batch.
+        batch, which is what they hold after any batching of the same history (the
+        views are functions of the mirror rows), bookkeeping aside: alerts are raised
+        anew (detected now, in this batch).
         """
         if batch_id is None:
             batch_id = self._last_batch(con) or 0
