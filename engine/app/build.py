@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def transaction_rules(settings: Settings, subscription: Subscription) -> TxnRules | None:
-    """With CHANGEFOLD_TRANSACTIONS=on, events of the prefixes whose transaction topic is
-    followed wait for their whole transaction; otherwise (the default for now), and for
-    a subscription that follows none, every event is applied as it comes."""
+    """With CHANGEFOLD_TRANSACTIONS=on (the default), events of the prefixes whose
+    transaction topic is followed wait for their whole transaction; with off, and for a
+    subscription that follows none, every event is applied as it comes."""
     if settings.engine.transactions != "on":
         return None
     if not subscription.transactional:

@@ -148,9 +148,10 @@ class EngineSettings:
     #: A member that sends no heartbeat for this long is dropped from the group and its
     #: partitions move (also how long a restarted engine waits for a crashed one's share).
     consumer_session_timeout_ms: int = 10000
-    #: "on": apply whole source transactions in commit order (engine/state/transactions.py);
-    #: "off" (default until its integration tests pass): every event as it comes.
-    transactions: str = "off"
+    #: "on" (default): apply whole source transactions in commit order, for connectors
+    #: whose transaction topic is followed (engine/state/transactions.py); "off": every
+    #: event as it comes (a reader can see part of a source transaction).
+    transactions: str = "on"
 
     def __post_init__(self) -> None:
         if self.transactions not in ("on", "off"):
