@@ -47,6 +47,20 @@ def engine_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def changefold(
+    settings: Settings, *args: str, timeout_s: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """One `changefold` command against the test stack (more CHANGEFOLD_* in `env`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        env=engine_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 class EngineProcess:
     """`changefold run` as a child process, its output in a log file."""
 

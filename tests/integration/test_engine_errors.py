@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
-from engine_support import EngineProcess, engine_env, wait_for
+from engine_support import EngineProcess, changefold, wait_for
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from support import free_ports, unique
@@ -19,19 +17,9 @@ from engine.core.config import PACKAGE_PROJECT_DIR, Settings
 FIXTURE = PACKAGE_PROJECT_DIR / "tests" / "fixtures" / "lab_precise.jsonl"
 
 
-def _changefold(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args],
-        env=engine_env(settings, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_kafka_unreachable_is_a_clear_error(stack: Settings, tmp_path: Path) -> None:
     (port,) = free_ports(1)
-    done = _changefold(
+    done = changefold(
         stack,
         "run",
         "--state",
@@ -47,7 +35,7 @@ def test_kafka_unreachable_is_a_clear_error(stack: Settings, tmp_path: Path) -> 
 
 def test_a_missing_topic_is_named(stack: Settings, tmp_path: Path) -> None:
     missing = f"{unique('nosuch')}.lab.things"
-    done = _changefold(
+    done = changefold(
         stack, "run", "--state", str(tmp_path / "s.duckdb"), "--no-api", "--topic", missing
     )
     assert done.returncode == 5, done.stderr
@@ -61,12 +49,12 @@ def test_a_locked_state_file_is_named_and_sigterm_stops_cleanly(
     first = EngineProcess(stack, state, unique("lock"), tmp_path / "first.log", "--no-api")
     try:
         wait_for(first.owns_partitions, 60, "the first engine to join")
-        second = _changefold(stack, "run", "--state", str(state), "--no-api")
+        second = changefold(stack, "run", "--state", str(state), "--no-api")
         assert second.returncode == 3, second.stderr
         assert f"the state file {state} is in use by another process" in second.stderr
         assert f"PID {first.proc.pid}" in second.stderr
         # The dead-letter listing cannot read it either while the engine runs.
-        listing = _changefold(stack, "dlq", "--state", str(state))
+        listing = changefold(stack, "dlq", "--state", str(state))
         assert listing.returncode == 3, listing.stderr
     finally:
         first.proc.send_signal(signal.SIGTERM)
@@ -122,7 +110,7 @@ def test_bad_messages_become_dead_letters_and_the_rest_is_folded(
     )
     assert engine.wait(timeout_s=120) == 0, engine.output()[-3000:]
 
-    listing = _changefold(stack, "dlq", "--json", "--state", str(state))
+    listing = changefold(stack, "dlq", "--json", "--state", str(state))
     assert listing.returncode == 0, listing.stderr
     letters = [json.loads(line) for line in listing.stdout.splitlines()]
     by_offset = {d["offset"]: d for d in letters}
@@ -133,7 +121,7 @@ def test_bad_messages_become_dead_letters_and_the_rest_is_folded(
     assert by_offset[2]["error"] == "unknown op 'x'"
     assert "key" in by_offset[3]["error"]
     assert all(d["topic"] == topic and d["partition"] == 0 for d in letters)
-    table = _changefold(stack, "dlq", "--state", str(state))
+    table = changefold(stack, "dlq", "--state", str(state))
     assert table.returncode == 0 and "unknown op" in table.stdout
 
     prefix = topic.split(".")[0]

@@ -23,6 +23,7 @@ from engine.ingest.topics import subscription
 from engine.replay.bounds import StartSpec, UntilSpec
 from engine.replay.diff import StateDiff, diff_states
 from engine.replay.runner import Replay
+from engine.state.frontier import lsn_text
 
 
 def _run_engine_until_idle(stack: Settings, state: Path, group: str, log: Path) -> None:
@@ -42,38 +43,10 @@ def _replay_cli(stack: Settings, target: Path, *args: str) -> subprocess.Complet
     )
 
 
-#: Columns that record when or in which batch a view row was last touched: they differ
-#: between two states built with different batch boundaries even when the data agree.
-BATCH_COLUMNS = ("updated_batch", "detected_at", "prev_rank", "rank_change", "batch_id", "updated")
-#: Alerts are findings raised once over the changes seen so far (sql/views/README.md):
-#: a card-present hold deleted in the same batch that inserted it is never seen, one
-#: deleted a batch later may already be evidence; a takeover is judged on the balance
-#: seen. They are compared below on what the batching cannot change, and the risk
-#: scores that follow them are left out.
-BATCH_TABLES = ("live.fraud_alerts", "live.account_risk")
-#: Every alert but takeovers, with its evidence among the transactions that exist.
-FINDINGS = """
-SELECT a.rule, a.account_id, list_sort(list(a.txn_id))::VARCHAR
-FROM (
-    SELECT alert_id, rule, account_id, unnest(evidence_txn_ids) AS txn_id
-    FROM live.fraud_alerts
-    WHERE rule <> 'account_takeover'
-) AS a
-JOIN bank.transactions AS t USING (txn_id)
-GROUP BY a.alert_id, a.rule, a.account_id
-"""
-
-
 def _same_state(a: Path, b: Path) -> None:
-    _assert_equal(diff_states(a, b, exclude=BATCH_TABLES, ignore_columns=BATCH_COLUMNS))
-    findings = []
-    for path in (a, b):
-        conn = duckdb.connect(str(path), read_only=True)
-        try:
-            findings.append(sorted(conn.execute(FINDINGS).fetchall()))
-        finally:
-            conn.close()
-    assert findings[0] == findings[1]
+    """Every table equal, mirrors and every live.* view (diff leaves out only the views'
+    bookkeeping columns: batch ids and wall-clock detection times)."""
+    _assert_equal(diff_states(a, b))
 
 
 def _assert_equal(result: StateDiff) -> None:
@@ -113,6 +86,18 @@ def test_replay_until_t_equals_live_at_t_and_latest_equals_live(
     done = _replay_cli(stack, at_t, "--until", t.isoformat())
     assert done.returncode == 0, done.stderr
     _same_state(live_at_t, at_t)
+    # By source position: the state live showed when its frontier was at that LSN.
+    conn = duckdb.connect(str(live_at_t), read_only=True)
+    try:
+        ((lsn,),) = conn.execute(
+            "SELECT lsn FROM _changefold.frontier WHERE group_id = ?", [group]
+        ).fetchall()
+    finally:
+        conn.close()
+    at_lsn = tmp_path / "replay_at_lsn.duckdb"
+    done = _replay_cli(stack, at_lsn, "--until", lsn_text(int(lsn)))
+    assert done.returncode == 0, done.stderr
+    _same_state(live_at_t, at_lsn)
 
     latest = tmp_path / "replay_latest.duckdb"
     done = _replay_cli(stack, latest)
@@ -124,11 +109,7 @@ def test_replay_until_t_equals_live_at_t_and_latest_equals_live(
 
     # `changefold diff` is the tool for the same check: exit 0 equal, 1 different.
     cli = [sys.executable, "-m", "engine", "diff"]
-    ignore = [f"--ignore-column={c}" for c in BATCH_COLUMNS]
-    ignore += [f"--exclude={t}" for t in BATCH_TABLES]
-    same = subprocess.run(
-        [*cli, str(live), str(latest), *ignore], env=engine_env(stack), check=False
-    )
+    same = subprocess.run([*cli, str(live), str(latest)], env=engine_env(stack), check=False)
     assert same.returncode == 0
     other = subprocess.run(
         [*cli, str(at_t), str(latest)], env=engine_env(stack), capture_output=True, check=False
