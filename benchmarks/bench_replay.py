@@ -14,6 +14,11 @@ temporary folder, with the views maintained in every batch as always:
 
     .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--rate 12000]
 
+With `--transactions-cost ROUNDS` it instead replays the same history ROUNDS times
+with whole source transactions on and ROUNDS times off, interleaved, and prints
+events/s and CPU per event of each and the cost of ordering transactions (the
+CPU of the replay process and its children, steadier than wall time here).
+
 Timings are wall clock: run it on an otherwise idle machine. The topics keep what
 was generated (retention is unbounded in the demo): a second run reuses them.
 """
@@ -21,7 +26,9 @@ was generated (retention is unbounded in the demo): a second run reuses them.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -73,17 +80,53 @@ def generate(missing: int, rate: float, seed: int) -> None:
     )  # fmt: skip
 
 
-def replay(into: Path) -> tuple[bench.Rate, int]:
+def replay(into: Path, env: dict[str, str] | None = None) -> tuple[bench.Rate, int]:
+    """One `changefold replay` into `into`: its rate (cpu_seconds: the child's CPU) and
+    peak RSS."""
+    cpu0 = _children_cpu()
     child = subprocess.Popen(
         [sys.executable, "-m", "engine", "replay", "--into", str(into), "--no-progress"],
         stdout=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     peak = bench.sample_peak_rss(child)
+    cpu = _children_cpu() - cpu0
     out = (child.stdout.read() if child.stdout else b"").decode()
     found = _REPLAYED.search(out)
     if child.returncode != 0 or found is None:
         sys.exit(f"replay exited with {child.returncode}: {out[-2000:]}")
-    return bench.Rate(int(found[1]), 0, float(found[3])), peak
+    return bench.Rate(int(found[1]), 0, float(found[3]), cpu), peak
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def transactions_cost(workdir: Path, rounds: int, held: int, topics: int) -> None:
+    """Replays with whole transactions on and off, interleaved, and their figures."""
+    runs: dict[str, list[bench.Rate]] = {"on": [], "off": []}
+    for i in range(rounds):
+        for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            print(f"replay {i + 1}/{rounds}, transactions {mode} ...", flush=True)
+            rate, _peak = replay(
+                workdir / f"replay-{mode}-{i}.duckdb", {"CHANGEFOLD_TRANSACTIONS": mode}
+            )
+            runs[mode].append(rate)
+    print(f"\nbench replay --transactions-cost: {held:,} records in {topics} topics, views on")
+    for mode, rates in runs.items():
+        cells = ", ".join(
+            f"{r.per_second:,.0f} events/s {r.cpu_us_per_record:.0f} us CPU/event" for r in rates
+        )
+        print(f"  transactions {mode:<3}  {cells}")
+    on = sum(r.cpu_us_per_record for r in runs["on"]) / rounds
+    off = sum(r.cpu_us_per_record for r in runs["off"]) / rounds
+    wall_on = sum(r.per_second for r in runs["on"]) / rounds
+    wall_off = sum(r.per_second for r in runs["off"]) / rounds
+    print(
+        f"  cost of whole transactions: CPU per event {on / off:.2f}x "
+        f"(+{(on / off - 1) * 100:.0f}%), events/s {wall_on / wall_off:.2f}x"
+    )
 
 
 def main() -> int:
@@ -91,6 +134,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="records to replay")
     parser.add_argument("--rate", type=float, default=12_000.0, help="generator target rate")
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000)
+    parser.add_argument(
+        "--transactions-cost",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="replay ROUNDS times with whole transactions on and off instead",
+    )
     args = parser.parse_args()
     settings = Settings()
     pattern = subscription((), settings.connectors_dir).pattern
@@ -108,6 +158,10 @@ def main() -> int:
     print(f"{len(topics)} topics hold {held:,} records")
 
     workdir = Path(tempfile.mkdtemp(prefix="changefold-bench-replay-"))
+    if args.transactions_cost:
+        transactions_cost(workdir, args.transactions_cost, held, len(topics))
+        print(f"  states under {workdir}")
+        return 0
     print("changefold replay ...", flush=True)
     replayed, replay_rss = replay(workdir / "replay.duckdb")
     print("changefold run ...", flush=True)
