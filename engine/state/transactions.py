@@ -32,6 +32,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -250,28 +251,28 @@ def apply(
     """Inside the batch's transaction: hold what waits, release what was applied,
     remember it (for `keep_batches` batches, to know its events if they come again),
     advance the frontier. Returns the new frontier (None: no transaction applied)."""
-    if done.hold_events:
-        table = pa.table(
+    held = done.hold_events
+    if held:
+        _insert_new(
+            conn,
+            _EVENTS,
             {
-                "group_id": [group_id] * len(done.hold_events),
-                "xid": [x for x, _p, _r in done.hold_events],
-                "topic": [r.topic for _x, _p, r in done.hold_events],
-                "partition": pa.array([r.partition for *_, r in done.hold_events], pa.int32()),
-                "offset": pa.array([r.offset for *_, r in done.hold_events], pa.int64()),
-                "key": pa.array([r.key for *_, r in done.hold_events], pa.binary()),
-                "value": pa.array([r.value for *_, r in done.hold_events], pa.binary()),
-                "batch_id": pa.array([batch_id] * len(done.hold_events), pa.int64()),
-                "total_order": pa.array([p for _x, p, _r in done.hold_events], pa.int64()),
-            }
+                "group_id": [group_id] * len(held),
+                "xid": [x for x, _p, _r in held],
+                "total_order": pa.array([p for _x, p, _r in held], pa.int64()),
+                "topic": [r.topic for *_, r in held],
+                "partition": pa.array([r.partition for *_, r in held], pa.int32()),
+                "offset": pa.array([r.offset for *_, r in held], pa.int64()),
+                "key": pa.array([r.key for *_, r in held], pa.binary()),
+                "value": pa.array([r.value for *_, r in held], pa.binary()),
+                "batch_id": pa.array([batch_id] * len(held), pa.int64()),
+            },
         )
-        conn.register("_txn_hold", table)
-        try:
-            conn.execute(f"INSERT OR IGNORE INTO {_EVENTS} SELECT * FROM _txn_hold")
-        finally:
-            conn.unregister("_txn_hold")
-    if done.hold_ends:
-        ends = done.hold_ends
-        table = pa.table(
+    ends = done.hold_ends
+    if ends:
+        _insert_new(
+            conn,
+            _ENDS,
             {
                 "group_id": [group_id] * len(ends),
                 "xid": [e.xid for e in ends],
@@ -282,17 +283,8 @@ def apply(
                 "partition": pa.array([e.partition for e in ends], pa.int32()),
                 "offset": pa.array([e.offset for e in ends], pa.int64()),
                 "batch_id": pa.array([batch_id] * len(ends), pa.int64()),
-            }
+            },
         )
-        conn.register("_txn_hold_ends", table)
-        try:
-            # One statement for all of them: one per END cost milliseconds each.
-            conn.execute(
-                f"INSERT OR IGNORE INTO {_ENDS} SELECT group_id, xid, lsn, commit_ts_ms, "
-                'counts::JSON, topic, "partition", "offset", batch_id FROM _txn_hold_ends'
-            )
-        finally:
-            conn.unregister("_txn_hold_ends")
     if not done.ready:
         return None
     xids = [e.xid for e in done.ready]
@@ -324,6 +316,16 @@ def apply(
         [group_id, last.xid, last.lsn, last.ts_ms, len(done.ready), batch_id],
     )
     return load_frontier(conn, group_id)
+
+
+def _insert_new(conn: duckdb.DuckDBPyConnection, table: str, columns: dict[str, Any]) -> None:
+    """Insert rows (column name -> values) in one statement, matched by column name;
+    rows whose key is there already are left as they are."""
+    conn.register("_txn_rows", pa.table(columns))
+    try:
+        conn.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _txn_rows")
+    finally:
+        conn.unregister("_txn_rows")
 
 
 def load_frontier(conn: duckdb.DuckDBPyConnection, group_id: str) -> Frontier | None:
