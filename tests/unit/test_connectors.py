@@ -9,6 +9,7 @@ import pytest
 from engine.core.config import Settings
 from engine.core.errors import StackError
 from engine.lab.stack.connect import load_connector_specs
+from engine.lab.stack.kafka import new_cluster_id
 
 SETTINGS = Settings.from_env({})
 SPECS = load_connector_specs(SETTINGS)
@@ -64,3 +65,10 @@ def test_a_malformed_connector_file_is_named(tmp_path) -> None:  # type: ignore[
     with pytest.raises(StackError) as err:
         load_connector_specs(SETTINGS.with_(project_dir=tmp_path))
     assert "broken.json" in str(err.value)
+
+
+def test_kraft_cluster_ids_never_look_like_an_option() -> None:
+    # One id in 64 started with "-" and the storage tool refused it as an option.
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)

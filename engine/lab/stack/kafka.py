@@ -68,7 +68,7 @@ class Kafka:
         """Format the KRaft storage on first start (meta.properties marks it done)."""
         if (self.data / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         cmd = java_command(
             self.settings,
             main_class=STORAGE_TOOL,
@@ -117,3 +117,12 @@ class Kafka:
             finally:
                 admin.close()
         return True
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of a UUID) that does not start with "-":
+    the storage tool would read such an id as an option and refuse to format."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
