@@ -186,9 +186,14 @@ class ApiSettings:
     api_max_concurrent_queries: int = 4
     #: Window of the throughput and batch-timing figures of /metrics.
     api_metrics_window_s: float = 60.0
+    #: Port of the read-only Postgres wire-protocol endpoint (psql, JDBC, Grafana), on
+    #: api_host, with the API's rules and limits (engine/serve/pgwire.py); 0: not served.
+    pgwire_port: int = 55433
 
     def __post_init__(self) -> None:
         _check_port("api_port", self.api_port)
+        if self.pgwire_port != 0:
+            _check_port("pgwire_port", self.pgwire_port)
         for name in ("api_max_rows", "api_max_concurrent_queries"):
             _check_at_least_1(name, getattr(self, name))
         for name in ("api_statement_timeout_s", "api_metrics_window_s"):
