@@ -4,6 +4,10 @@
 the same topics into another state file. Both use the same fold step and loop
 (engine.ingest); what differs is wired here: which source, which group's
 offsets, whether the derived views are maintained.
+
+The parts (DuckDB, Polars, kafka-python behind them) are imported inside the
+functions that build them: importing this module costs nothing, so the commands
+that use it load quickly for `--help`.
 """
 
 from __future__ import annotations
@@ -11,18 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.app.wiring import attach_views
 from engine.core.config import Settings
-from engine.ingest.kafka_group import KafkaGroupMember
-from engine.ingest.runner import Echo, Runner
-from engine.ingest.source import BatchSource
-from engine.ingest.topics import Subscription
-from engine.replay.bounds import StartSpec, UntilSpec
-from engine.replay.runner import Replay
-from engine.state.store import Store
-from engine.state.transactions import TxnRules
-from engine.state.writer import StateWriter
+
+if TYPE_CHECKING:
+    from engine.ingest.runner import Echo, Runner
+    from engine.ingest.source import BatchSource
+    from engine.ingest.topics import Subscription
+    from engine.replay.bounds import StartSpec, UntilSpec
+    from engine.replay.runner import Replay
+    from engine.state.store import Store
+    from engine.state.transactions import TxnRules
+    from engine.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,8 @@ def transaction_rules(settings: Settings, subscription: Subscription) -> TxnRule
     """With CHANGEFOLD_TRANSACTIONS=on (the default), events of the prefixes whose
     transaction topic is followed wait for their whole transaction; with off, and for a
     subscription that follows none, every event is applied as it comes."""
+    from engine.state.transactions import TxnRules
+
     if settings.engine.transactions != "on":
         return None
     if not subscription.transactional:
@@ -55,6 +62,9 @@ def state_writer(
 ) -> StateWriter:
     """A writer of `group_id`'s offsets into `store`, with whole transactions for the
     subscription's transactional prefixes and the derived views on or off."""
+    from engine.app.wiring import attach_views
+    from engine.state.writer import StateWriter
+
     writer = StateWriter(
         store,
         group_id,
@@ -68,6 +78,7 @@ def state_writer(
 
 def group_members(settings: Settings, subscription: Subscription) -> Callable[[str], BatchSource]:
     """Opens the consumer group member of each worker."""
+    from engine.ingest.kafka_group import KafkaGroupMember
 
     def open_member(name: str) -> BatchSource:
         return KafkaGroupMember(
@@ -91,6 +102,8 @@ def engine_runner(
     idle_exit_s: float | None = None,
 ) -> Runner:
     """What `changefold run` runs: the group's members folding into `store`."""
+    from engine.ingest.runner import Runner
+
     return Runner(
         state_writer(settings, store, settings.engine.group_id, subscription, views=views),
         group_members(settings, subscription),
@@ -110,6 +123,8 @@ def replay_job(
     views: bool = True,
 ) -> Replay:
     """What `changefold replay` runs: the topics' ranges folded into `target`."""
+    from engine.replay.runner import Replay
+
     if start.kind != "earliest" and settings.engine.transactions == "on":
         log.warning(
             "a replay from %s may start inside source transactions: their events before "

@@ -26,12 +26,10 @@ from pathlib import Path
 from types import FrameType
 
 import click
-import httpx
 
 from engine.core.config import Settings
 from engine.core.errors import DemoError
 from engine.lab.stack.process import port_in_use
-from engine.lab.stack.supervisor import Stack
 
 Echo = Callable[[str], None]
 
@@ -176,6 +174,9 @@ class Demo:
     def __init__(self, settings: Settings, options: DemoOptions, echo: Echo) -> None:
         self.settings = settings
         self.echo = echo
+        # kafka-python, psycopg and httpx load when a demo starts, not for `demo --help`.
+        from engine.lab.stack.supervisor import Stack
+
         self.stack = Stack(settings)
         self.started_components: list[str] = []
         self.children = children(settings, options)
@@ -215,6 +216,8 @@ class Demo:
                 self._await(child, f"{s.stack.dashboard_url}/_stcore/health", "its web server")
 
     def _await(self, child: Child, url: str, what: str) -> None:
+        import httpx
+
         deadline = time.monotonic() + self.settings.stack.startup_timeout_s
         while True:
             status = child.exited()
@@ -349,7 +352,7 @@ def demo(
                 "\nchangefold demo is running:\n"
                 f"  dashboards  {settings.stack.dashboard_url}\n"
                 f"  query API   {settings.api.url}  (try: changefold sql "
-                '"SELECT * FROM live.leaderboard LIMIT 5")\n'
+                '"SELECT * FROM live.leaderboard ORDER BY rank LIMIT 5")\n'
                 f"  logs        {settings.home / 'run'}/demo-*.log\n"
                 "Press Ctrl-C to stop.\n"
             )

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import psycopg
 
 from engine.core.config import Settings
 from engine.core.errors import ViewError
 from engine.lab.views.evaluate import Alert, Case, evaluate, format_report
-from engine.serve.client import ApiClient
-from engine.state.reader import StateReader
+
+if TYPE_CHECKING:
+    from engine.serve.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ def fraud(
 def _read_alerts(
     settings: Settings, api_url: str | None, state_path: Path | None
 ) -> tuple[list[Alert], datetime | None]:
+    from engine.serve.client import ApiClient
+    from engine.state.reader import StateReader
+
     if state_path is None:
         client = ApiClient(api_url or settings.api.url)
         if api_url or client.health() is not None:
@@ -144,6 +147,8 @@ def _alert(r: tuple[Any, ...] | list[Any]) -> Alert:
 
 
 def _read_truth(settings: Settings, clock: datetime | None) -> list[Case]:
+    import psycopg
+
     try:
         with psycopg.connect(settings.stack.pg_conninfo()) as conn:
             rows = conn.execute(_TRUTH).fetchall()

@@ -10,12 +10,9 @@ from contextlib import contextmanager
 from types import FrameType
 
 import click
-from rich.console import Console
 
 from engine.core.config import Settings
 from engine.lab.workload.domains import DOMAINS
-from engine.lab.workload.progress import ProgressLine, summary_lines
-from engine.lab.workload.runner import WorkloadOptions, run_workload
 
 #: Exit status after Ctrl-C (128 + SIGINT), as shells report an interrupted program.
 EXIT_INTERRUPTED = 130
@@ -116,6 +113,11 @@ def generate(
     A setup phase first creates the population (unpaced), then the stream runs
     at --rate with a live progress line.
     """
+    from rich.console import Console
+
+    from engine.lab.workload.progress import ProgressLine, summary_lines
+    from engine.lab.workload.runner import WorkloadOptions, run_workload
+
     options = WorkloadOptions(
         domain=domain,
         rate=rate,

@@ -7,28 +7,16 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
-from engine.app.build import replay_job
 from engine.core.config import Settings
-from engine.ingest.topics import subscription
-from engine.replay.bounds import parse_start, parse_until
-from engine.replay.diff import StateDiff, diff_states
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from engine.replay.diff import StateDiff
 
 _REPLAY_EPILOG = """\
 Examples:
@@ -86,6 +74,10 @@ def replay(
     disturbed. Ctrl-C finishes the batch in hand and leaves a resumable file:
     run the same command again to continue. A finished replay is left as is.
     """
+    from engine.app.build import replay_job
+    from engine.ingest.topics import subscription
+    from engine.replay.bounds import parse_start, parse_until
+
     sub = subscription(topics or settings.engine.topic_list, settings.connectors_dir)
     job = replay_job(settings, target, sub, parse_start(from_), parse_until(until))
     stop = threading.Event()
@@ -124,12 +116,23 @@ def replay(
         raise SystemExit(130)
 
 
-class _RateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:>9,.0f} events/s")
-
-
 def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class _RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed or 0:>9,.0f} events/s")
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -162,6 +165,8 @@ def diff(
     or shadow state against the live one (compare a copy of the live file, or
     stop the engine first: DuckDB lets one process open a file being written).
     """
+    from engine.replay.diff import diff_states
+
     result = diff_states(a, b, exclude=exclude, ignore_columns=ignore_columns)
     if as_json:
         click.echo(json.dumps(_as_dict(result), indent=2, default=str))
@@ -190,6 +195,9 @@ def _as_dict(result: StateDiff) -> dict[str, Any]:
 
 
 def _print(result: StateDiff) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title=f"A = {result.a}   B = {result.b}")
     for col in ("table", "only in A", "only in B", "changed", "note"):

@@ -8,17 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from engine.app.build import state_writer
 from engine.core.config import Settings
-from engine.ingest.topics import subscription
-from engine.replay.asof import state_as_of
-from engine.serve import formats, output
-from engine.serve.client import ApiClient
-from engine.serve.query import run_query
-from engine.state import frontier
-from engine.state.reader import StateReader
+from engine.serve import output
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +24,9 @@ log = logging.getLogger(__name__)
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
-    help="table: a readable table; csv: header and rows; json: an array of row objects.",
+    help="table: a readable table (on a terminal, long values wrap in their cells; piped "
+    "or redirected, the table is as wide as its values: never cut); csv: header and "
+    "rows; json: an array of row objects.",
 )
 @click.option(
     "--api",
@@ -88,11 +82,17 @@ def sql(
       changefold sql "SHOW ALL TABLES"
       changefold sql "SELECT * FROM _changefold.offsets" --format csv
       echo "SELECT count(*) FROM _changefold.dead_letters" | changefold sql -
-      changefold sql --as-of 2026-11-26T10:15:00Z "SELECT * FROM leaderboard LIMIT 10"
+      changefold sql "SELECT * FROM live.leaderboard ORDER BY rank LIMIT 10"
+      changefold sql --as-of 2026-11-26T10:15:00Z \\
+        "SELECT * FROM live.leaderboard ORDER BY rank LIMIT 10"
     """
     if sum(x is not None for x in (api_url, state_path, as_of)) > 1:
         raise click.UsageError("give at most one of --api, --state and --as-of")
     if as_of is not None:
+        from engine.app.build import state_writer
+        from engine.ingest.topics import subscription
+        from engine.replay.asof import state_as_of
+
         sub = subscription(settings.engine.topic_list, settings.connectors_dir)
         state_path = state_as_of(
             settings,
@@ -108,7 +108,7 @@ def sql(
     elif fmt == "json":
         output.write_json(payload, out)
     else:
-        output.print_table(payload, Console(file=out, soft_wrap=False))
+        output.print_table(payload, out)
     if payload.get("consistency"):
         click.secho(str(payload["consistency"]), dim=True, err=True)
     if payload.get("truncated"):
@@ -127,6 +127,12 @@ def _answer(
     state_path: Path | None,
     max_rows: int | None,
 ) -> dict[str, Any]:
+    from engine.serve import formats
+    from engine.serve.client import ApiClient
+    from engine.serve.query import run_query
+    from engine.state import frontier
+    from engine.state.reader import StateReader
+
     if state_path is None:
         client = ApiClient(api_url or settings.api.url)
         if api_url or client.health() is not None:

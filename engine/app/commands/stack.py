@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from engine.core.config import Settings
-from engine.lab.stack.jars import ensure_jars
-from engine.lab.stack.supervisor import Stack
+
+if TYPE_CHECKING:
+    from engine.lab.stack.supervisor import Stack
 
 _PORTS_HELP = """\
 Ports and paths (environment variables, defaults):
@@ -45,7 +44,7 @@ def up(settings: Settings) -> None:
     The first run resolves the jars with Maven. Progress is printed per component.
     """
     click.echo(f"starting the stack in {settings.home}")
-    Stack(settings).up(echo=click.echo)
+    _stack(settings).up(echo=click.echo)
 
 
 @stack.command()
@@ -53,7 +52,7 @@ def up(settings: Settings) -> None:
 @click.pass_obj
 def down(settings: Settings, purge: bool) -> None:
     """Stop Connect, then Kafka, then Postgres; leaves no process behind."""
-    Stack(settings).down(purge=purge, echo=click.echo)
+    _stack(settings).down(purge=purge, echo=click.echo)
 
 
 @stack.command()
@@ -62,7 +61,7 @@ def down(settings: Settings, purge: bool) -> None:
 def status(settings: Settings, as_json: bool) -> None:
     """Show each component's pid, port and health, the connectors' and tasks' states, and
     the WAL each replication slot retains. Exits 1 when something is not healthy."""
-    report = Stack(settings).status()
+    report = _stack(settings).status()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -74,13 +73,25 @@ def status(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def jars(settings: Settings) -> None:
     """Resolve the Kafka, Connect and Debezium jars with Maven (skipped when present)."""
+    from engine.lab.stack.jars import ensure_jars
+
     ran = ensure_jars(settings)
     click.echo(
         ("resolved jars into " if ran else "jars already resolved in ") + str(settings.jars_dir)
     )
 
 
+def _stack(settings: Settings) -> Stack:
+    # kafka-python, psycopg and httpx load only when a stack command runs.
+    from engine.lab.stack.supervisor import Stack
+
+    return Stack(settings)
+
+
 def _print_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     table = Table(title="components")
     for col in ("component", "pid", "port", "state"):
