@@ -63,6 +63,10 @@ def test_scores_per_rule_and_overall() -> None:
     text = "\n".join(format_report(report))
     assert "velocity_burst" in text and "0.500" in text
     assert "cases still in progress (not scored for recall): 1" in text
+    # the delay is in source time (stream clock at detection - event time: 20 s), never
+    # the wall clock at detection against (possibly simulated) event times (30 s)
+    assert "detection delay in source time" in text and "p50 20s, p95 20s" in text
+    assert "wall clock" not in text and "30s" not in text
 
 
 def test_no_alerts_and_no_cases() -> None:

@@ -63,10 +63,12 @@ def fraud(
     case's span. Rule X targets scenario X: its alerts are true positives when they
     match a case of X. Recall counts finished cases the engine has seen (ended
     before the state's event-time clock); cases still running are listed apart.
-    Delays: "into case" = alert event time - case start; "detected" = wall clock
-    at detection - alert event time (meaningful when the source writes real-time
-    timestamps, not the generator's simulated clock); "stream clock" = the event
-    time the engine had reached at detection - alert event time.
+    Delays, all in source time (the event times the source wrote; the
+    generator's clock is simulated, so never against the wall clock): "into
+    case" = alert event time - case start; "detection delay" = the event time the
+    engine had folded when it raised the alert - the alert's event time. The
+    wall-clock latency of the pipeline is the freshness metric (Pipeline page,
+    GET /metrics).
     """
     if api_url and state_path:
         raise click.UsageError("give --api or --state, not both")
