@@ -70,6 +70,7 @@ def state_writer(
         group_id,
         keep_batches=settings.engine.metrics_keep_batches,
         transactions=transaction_rules(settings, subscription),
+        held_memory_bytes=settings.engine.txn_hold_memory_mb * 2**20,
     )
     if views:
         attach_views(settings, store, writer)

@@ -152,8 +152,17 @@ class EngineSettings:
     #: whose transaction topic is followed (engine/state/transactions.py); "off": every
     #: event as it comes (a reader can see part of a source transaction).
     transactions: str = "on"
+    #: Memory for events waiting for their source transaction (MiB). What waits is kept
+    #: in memory, and each partition resumes at its first waiting event after a crash;
+    #: past this bound (or after 500 batches) it moves to the state file. 0: always in
+    #: the state file (slower: every waiting event is written and deleted again).
+    txn_hold_memory_mb: int = 256
 
     def __post_init__(self) -> None:
+        if self.txn_hold_memory_mb < 0:
+            raise ConfigError(
+                f"{_env_name('txn_hold_memory_mb')}={self.txn_hold_memory_mb}: use 0 or more"
+            )
         if self.transactions not in ("on", "off"):
             raise ConfigError(
                 f"{_env_name('transactions')}={self.transactions!r}: use 'on' or 'off'"
