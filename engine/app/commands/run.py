@@ -30,6 +30,7 @@ Settings (flag, environment variable, default):
                                                 of the prefixes in connectors/*.json
   --workers      CHANGEFOLD_WORKERS             1
   (API)          CHANGEFOLD_API_PORT            58000 (on CHANGEFOLD_API_HOST 127.0.0.1)
+  (Postgres)     CHANGEFOLD_PGWIRE_PORT         55433 (0: not served; user/database changefold)
   --commit       CHANGEFOLD_COMMIT_MODE         sync
   --max-records  CHANGEFOLD_BATCH_MAX_RECORDS   20000
   --max-bytes    CHANGEFOLD_BATCH_MAX_BYTES     67108864
@@ -60,7 +61,8 @@ another process, 4 Kafka unreachable, 5 a --topic does not exist, 1 other errors
     "serve_api",
     default=True,
     show_default=True,
-    help="Serve the read-only query API (dashboards, `changefold sql`) on CHANGEFOLD_API_PORT.",
+    help="Serve the read-only query API (dashboards, `changefold sql`) on CHANGEFOLD_API_PORT "
+    "and the Postgres endpoint (psql, JDBC) on CHANGEFOLD_PGWIRE_PORT.",
 )
 @click.option(
     "--idle-exit",
@@ -107,16 +109,31 @@ def run(
         api = start_api(settings, StateReader.for_store(store)) if serve_api else None
         if api is not None:
             click.echo(f"query API on {api.url}")
+        pg = None
         try:
+            pg = _start_pgwire(settings, store) if serve_api else None
             runner.start_members()
             stats = runner.run()
         finally:
+            if pg is not None:
+                pg.stop()
             if api is not None:
                 api.stop()
     click.echo(
         f"stopped: {stats.batches} batches, {stats.records} records, {stats.upserts} upserts, "
         f"{stats.deletes} deletes, {stats.dead_letters} dead letters"
     )
+
+
+def _start_pgwire(settings: Settings, store: Store) -> Any:
+    """The read-only Postgres endpoint (engine/serve/pgwire.py), unless its port is 0."""
+    from engine.serve import pgwire
+
+    if not pgwire.enabled(settings):
+        return None
+    handle = pgwire.start_pgwire(settings, StateReader.for_store(store))
+    click.echo(f"Postgres endpoint on {handle.url} (psql, JDBC, Grafana; read-only)")
+    return handle
 
 
 @click.command()
