@@ -198,13 +198,35 @@ class ApiSettings:
     #: Port of the read-only Postgres wire-protocol endpoint (psql, JDBC, Grafana), on
     #: api_host, with the API's rules and limits (engine/serve/pgwire.py); 0: not served.
     pgwire_port: int = 55433
+    #: Bytes a request body may have (larger: HTTP 413, before it is read).
+    api_max_body_bytes: int = 1024 * 1024
+    #: Characters a query's SQL may have: DuckDB parses and plans in time that grows
+    #: faster than the text, and not all of it can be interrupted.
+    api_max_sql_chars: int = 64 * 1024
+    #: Bytes the engine's memory may grow while a query runs before the query is stopped
+    #: (a quarter of it is DuckDB's operator_memory_limit of each query, so sorts and
+    #: hash tables spill to disk first).
+    api_query_memory_bytes: int = 1024 * 1024 * 1024
+    #: Bytes of Arrow data a query's answer may have (before the JSON encoding).
+    api_max_result_bytes: int = 64 * 1024 * 1024
+    #: Nice value of the threads that run queries (0-19; 0: as the engine's fold), so
+    #: that folding keeps its pace while readers compute.
+    api_query_nice: int = 10
 
     def __post_init__(self) -> None:
         _check_port("api_port", self.api_port)
         if self.pgwire_port != 0:
             _check_port("pgwire_port", self.pgwire_port)
-        for name in ("api_max_rows", "api_max_concurrent_queries"):
+        for name in (
+            "api_max_rows", "api_max_concurrent_queries", "api_max_body_bytes",
+            "api_max_sql_chars", "api_query_memory_bytes", "api_max_result_bytes",
+        ):  # fmt: skip
             _check_at_least_1(name, getattr(self, name))
+        if not 0 <= self.api_query_nice <= 19:
+            raise ConfigError(
+                f"{_env_name('api_query_nice')}={self.api_query_nice}: use a nice value "
+                "from 0 to 19"
+            )
         for name in ("api_statement_timeout_s", "api_metrics_window_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(
