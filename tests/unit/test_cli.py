@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,16 @@ def test_table_on_a_narrow_terminal_wraps_values_without_cutting() -> None:
     cells = "".join(line.split("│")[1].strip() for line in lines if line.startswith("│"))
     assert LONG in cells
     assert "…" not in out.getvalue()
+
+
+def test_suggested_queries_with_a_limit_are_ordered() -> None:
+    """A `SELECT ... LIMIT n` the README, a --help text or a hint suggests names an
+    order: "the first 5" of an unordered SELECT is any 5 (the leaderboard by rank)."""
+    root = Path(__file__).resolve().parents[2]
+    sources = [root / "README.md", *sorted((root / "engine" / "app").rglob("*.py"))]
+    found = []
+    for path in sources:
+        for query in re.findall(r"SELECT [^\"`]*?LIMIT \d+", path.read_text(), re.IGNORECASE):
+            found.append(query)
+            assert re.search(r"ORDER BY", query, re.IGNORECASE), f"{path.name}: {query!r}"
+    assert any("live.leaderboard ORDER BY rank LIMIT 5" in q for q in found)
