@@ -36,6 +36,7 @@ from pygwire import messages as m
 from engine.core.errors import ApiError, QueryError
 from engine.serve import pgwire_types as types
 from engine.serve.app import ApiOptions
+from engine.serve.pgwire_catalog import rewrite
 from engine.serve.pgwire_commands import REPORTED, Local, defaults, local_answer
 from engine.serve.query import Column, QueryResult, run_query
 from engine.serve.safety import checked_statement
@@ -482,7 +483,7 @@ class Session:
             return Answer.of_local(local) if local.columns else None
         if _is_empty(sql):
             return None
-        columns = self.service.describe(sql)
+        columns = self.service.describe(rewrite(sql))
         if columns is None:
             return None
         return Answer(
@@ -525,7 +526,8 @@ class Session:
             return self._apply(local)
         if _is_empty(sql):
             return Answer("", empty=True)
-        return Answer.of_result(self.service.query(sql), self.service.options.max_rows)
+        result = self.service.query(rewrite(sql))
+        return Answer.of_result(result, self.service.options.max_rows)
 
     def _apply(self, local: Local) -> Answer:
         notices: list[str] = []

@@ -164,6 +164,19 @@ def test_psql_unknown_user_or_database_is_refused(engine: Engine) -> None:
     assert 'database "postgres" does not exist' in done.stderr
 
 
+def test_psql_lists_tables_and_schemas(engine: Engine) -> None:
+    tables = engine.psql("-c", "\\dt bank.*")
+    assert tables.returncode == 0, tables.stderr
+    assert tables.stdout.splitlines() == [
+        "bank|accounts|table|changefold",
+        "bank|events|table|changefold",
+    ]
+    schemas = engine.psql("-c", "\\dn")
+    assert "bank|changefold" in schemas.stdout.splitlines(), schemas.stderr
+    described = engine.psql("-c", "describe bank.accounts")
+    assert described.stdout.splitlines()[0].startswith("id|INTEGER|NO|PRI")
+
+
 def test_psql_empty_query_and_comments(engine: Engine) -> None:
     done = engine.psql("-c", "-- nothing\n;")
     assert done.returncode == 0 and done.stdout == "", done.stderr
