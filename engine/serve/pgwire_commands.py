@@ -72,10 +72,10 @@ _ROLLBACK = re.compile(
     r"(?:rollback|abort)(?:\s+(?:work|transaction))?(?:\s+and\s+no\s+chain)?", re.I
 )
 _SET = re.compile(
-    r"set\s+(?:session\s+|local\s+)?(?P<name>[a-z_][\w.]*)\s*(?:=|\s+to\s+)\s*(?P<value>.+)",
+    r"set\s+(?:session\s+|local\s+)?(?P<name>[a-z_][\w.]*)\s*(?:=|\s+to\s+)\s*(?P<value>[^;]+)",
     re.I | re.S,
 )
-_SET_TIME_ZONE = re.compile(r"set\s+(?:session\s+|local\s+)?time\s+zone\s+(?P<value>.+)", re.I)
+_SET_TIME_ZONE = re.compile(r"set\s+(?:session\s+|local\s+)?time\s+zone\s+(?P<value>[^;]+)", re.I)
 _SET_TRANSACTION = re.compile(
     rf"set\s+(?:session\s+characteristics\s+as\s+)?transaction{_WORDS}", re.I
 )
@@ -160,9 +160,14 @@ def _canonical(settings: dict[str, str], name: str) -> str:
     return "TimeZone" if lowered == "time zone" else lowered
 
 
-def _set(settings: dict[str, str], name: str, value: str) -> Local:
+def set_value(settings: dict[str, str], name: str, value: str) -> dict[str, str]:
+    """Set one setting as a start-up parameter does; the reported ones it changed."""
+    return _set(settings, name, value, quoted=False).changed
+
+
+def _set(settings: dict[str, str], name: str, value: str, *, quoted: bool = True) -> Local:
     name = _canonical(settings, name)
-    value = _unquote(value.strip())
+    value = _unquote(value.strip()) if quoted else value
     if name == "client_encoding" and value.upper().replace("-", "") not in ("UTF8", "UNICODE"):
         raise QueryError(
             "invalid", f"client_encoding {value!r} is not supported: this endpoint speaks UTF8"

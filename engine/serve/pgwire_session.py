@@ -37,7 +37,7 @@ from engine.core.errors import ApiError, QueryError
 from engine.serve import pgwire_types as types
 from engine.serve.app import ApiOptions
 from engine.serve.pgwire_catalog import rewrite
-from engine.serve.pgwire_commands import REPORTED, Local, defaults, local_answer
+from engine.serve.pgwire_commands import REPORTED, Local, defaults, local_answer, set_value
 from engine.serve.query import Column, QueryResult, run_query
 from engine.serve.safety import checked_statement
 from engine.state.reader import StateReader
@@ -352,7 +352,7 @@ class Session:
             if name in ("user", "database", "options", "replication") or name in options:
                 continue
             try:
-                local_answer(f"SET {name} = '{value}'", self._settings, "")
+                set_value(self._settings, name, value)
             except QueryError as exc:
                 raise PgError("22023", exc.message, fatal=True) from None
         self._send(m.AuthenticationOk())
