@@ -167,7 +167,7 @@ class Answer:
 
     @classmethod
     def of_result(cls, result: QueryResult, max_rows: int) -> Answer:
-        notices = ()
+        notices: tuple[str, ...] = ()
         if result.truncated:
             notices = (
                 f"the answer was cut at {max_rows} rows, the endpoint's row cap "
