@@ -27,6 +27,7 @@ import secrets
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -35,6 +36,7 @@ from pygwire import messages as m
 
 from engine.core.errors import ApiError, QueryError
 from engine.serve import pgwire_types as types
+from engine.serve import query
 from engine.serve.app import ApiOptions
 from engine.serve.pgwire_catalog import rewrite
 from engine.serve.pgwire_commands import REPORTED, Local, defaults, local_answer, set_value
@@ -113,12 +115,22 @@ class PgwireService:
                 max_rows=o.max_rows,
                 timeout_s=o.statement_timeout_s,
                 scope=o.frontier_scope,
+                **self._limits(),
             )
         finally:
             self._slots.release()
 
+    def _limits(self) -> dict[str, Any]:
+        """The API's further query limits (issue 13's `ApiOptions.limits`), where this
+        version of engine.serve.query has them."""
+        limits = getattr(self.options, "limits", None)
+        return {} if limits is None else {"limits": limits}
+
     def describe(self, sql: str) -> tuple[Column, ...] | None:
         """The columns `sql` would answer (None: no rows), from DuckDB's binder, not run."""
+        check_text = getattr(query, "check_text", None)
+        if check_text is not None and self._limits():
+            check_text(sql, self._limits()["limits"])
         with self.reader.cursor() as cur:
             statement = checked_statement(cur, sql)
             try:
