@@ -17,11 +17,19 @@ module adds two checks before anything runs:
    with side effects (`checkpoint`, `enable_logging`, ...) are refused even
    though the settings already stop most of them. A table name that looks like
    a file path or URL is refused too.
+3. Settings that show where the engine runs are not readable: `duckdb_settings()`
+   is refused, and so are `current_setting(name)` and `SHOW name` for every
+   setting whose value in this database holds an absolute path or the OS user
+   (temp_directory, secret_directory, allowed_paths, ... as configured), and
+   `current_setting()` of anything but a literal name.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,7 +61,6 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "duckdb_keywords",
         "duckdb_schemas",
         "duckdb_sequences",
-        "duckdb_settings",
         "duckdb_tables",
         "duckdb_types",
         "duckdb_views",
@@ -99,6 +106,13 @@ _TYPE_WORDS = {
 }
 
 _PATH_MARKS = ("/", "\\", "://")
+
+#: An absolute path (POSIX, home-relative or Windows) at the start of a value or of
+#: one of its list items.
+_ABSOLUTE_PATH = re.compile(r"(?:^|[\s\[,;(='\"])(?:/|~|[A-Za-z]:[\\/])")
+
+#: Table functions refused with their own reason (not just "not allowed").
+_SETTINGS_FUNCTIONS = {"duckdb_settings"}
 
 
 def refused(message: str) -> QueryError:
@@ -183,10 +197,24 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, select: str) -> None:
             f"({tree.get('error_message', 'unknown reason')}); rewrite it as a plain SELECT"
         )
     macros: set[str] | None = None
+    hidden: set[str] | None = None
     for node in _nodes(tree):
         kind = node.get("type")
-        if kind == "TABLE_FUNCTION":
+        if kind == "FUNCTION" and str(node.get("function_name", "")).lower() == ("current_setting"):
+            hidden = _hidden_settings(cur) if hidden is None else hidden
+            _check_current_setting(node, hidden)
+        elif kind == "SHOW_REF" and node.get("show_type") in ("SHOW", "SHOW_SPECIAL"):
+            hidden = _hidden_settings(cur) if hidden is None else hidden
+            if str(node.get("table_name", "")).strip('"').lower() in hidden:
+                raise refused(_hidden_message(str(node.get("table_name")).strip('"')))
+        elif kind == "TABLE_FUNCTION":
             name = _function_name(node)
+            if name in _SETTINGS_FUNCTIONS:
+                raise refused(
+                    f"{name}() is not readable through the API: some settings hold the "
+                    "engine's file paths and OS user; read one setting with "
+                    "current_setting('name')"
+                )
             if name in ALLOWED_TABLE_FUNCTIONS:
                 continue
             if macros is None:
@@ -203,6 +231,51 @@ def _check_tree(cur: duckdb.DuckDBPyConnection, select: str) -> None:
                     f"reading {table!r} is not allowed: queries may read only the state's "
                     "tables and views, not files or URLs"
                 )
+
+
+def _check_current_setting(node: dict[str, Any], hidden: set[str]) -> None:
+    arguments = node.get("arguments") or node.get("children") or []
+    first = arguments[0] if arguments else {}
+    expression = first.get("expression", first) if isinstance(first, dict) else {}
+    literal = expression.get("literal") if isinstance(expression, dict) else None
+    if expression.get("class") != "CONSTANT" or not isinstance(literal, dict):
+        raise refused(
+            "current_setting() takes a setting's name as a literal through the API "
+            "(for example current_setting('TimeZone'))"
+        )
+    name = str(literal.get("text", literal.get("value", "")))
+    if name.lower() in hidden:
+        raise refused(_hidden_message(name))
+
+
+def _hidden_message(name: str) -> str:
+    return (
+        f"the setting {name!r} is not readable through the API: its value holds a path "
+        "or the OS user of the engine"
+    )
+
+
+def _hidden_settings(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    """Names (lower case) of the settings whose value here reveals a path or the OS user."""
+    user = _os_user()
+    home = os.path.expanduser("~")
+    names = set()
+    for name, value in cur.execute("SELECT name, value FROM duckdb_settings()").fetchall():
+        text = "" if value is None else str(value)
+        if (
+            _ABSOLUTE_PATH.search(text)
+            or (home not in ("", "/", "~") and home in text)
+            or (user and re.search(rf"(?<!\w){re.escape(user)}(?!\w)", text))
+        ):
+            names.add(str(name).lower())
+    return names
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name for this uid
+        return ""
 
 
 def _nodes(value: Any) -> Iterator[dict[str, Any]]:
