@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,9 +43,28 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, *, wait_s: float = 60.0) -> None:
+        """Close the connection, once no cursor of it runs.
+
+        The query API stops and waits for its queries first (ApiHandle.stop);
+        a cursor still running here (a call DuckDB cannot interrupt) is waited for,
+        up to `wait_s`, instead of letting DuckDB refuse the close ("connection is
+        busy with another call"), which at exit aborts the process.
+        """
+        deadline = time.monotonic() + wait_s
         with self.lock:
-            self._conn.close()
+            while True:
+                try:
+                    self._conn.close()
+                    return
+                except duckdb.ResourceInUseException as exc:
+                    if time.monotonic() > deadline:
+                        raise StateError(
+                            f"cannot close the state file {self.path}: a reader still runs "
+                            f"after {wait_s:g} s ({exc})"
+                        ) from None
+                    log.info("state %s: waiting for a running reader to close", self.path)
+                    time.sleep(0.1)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
