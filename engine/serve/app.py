@@ -12,15 +12,25 @@ Endpoints:
   xid, LSN, commit time, transactions applied; null without one) and
   `consistency` (the human line), Arrow answers the same in the schema metadata
   and the `X-Changefold-Consistency` header. A refused, invalid, failing or timed
-  out query answers 400 (429 when too many run at once) with
-  `{"error": kind, "message": ...}`, the message being DuckDB's where DuckDB
-  produced it; never a stack trace, and the server keeps serving.
+  out query answers 400 (429 when too many run at once, 503 while the engine shuts
+  down) with `{"error": kind, "message": ...}`, the message being DuckDB's where
+  DuckDB produced it; never a stack trace, and the server keeps serving.
 - `GET /health`: status, state file, mode, newest batch time, its age and freshness,
   and the frontier (`consistent_as_of`, `consistency`).
 - `GET /metrics`: pipeline figures as JSON (engine.serve.metrics), the frontier
   (`consistent_as_of`, `consistency`) and API counters.
 - `GET /metrics/prometheus`: the same in the Prometheus text format.
 - `GET /openapi.json`: the OpenAPI description of the above.
+
+Every error answer, of any endpoint and status (404, 405, 413, 422 included), has
+that one shape `{"error": kind, "message": ...}`.
+
+Limits (the `api` settings; engine.serve.query and engine.serve.guard): a request
+body over `api_max_body_bytes` is refused with 413 before it is read; SQL over
+`api_max_sql_chars` with 400 before DuckDB parses it; the statement timeout covers
+parse, plan and execution; a query during which the engine's memory grows by more
+than `api_query_memory_bytes`, or whose answer passes `api_max_result_bytes`, is
+stopped with 400. Each message names its CHANGEFOLD_API_* setting.
 
 Query endpoints are plain (sync) functions: they run in the server's thread
 pool, each on its own DuckDB cursor, never in the event loop.
@@ -33,7 +43,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import duckdb
@@ -41,13 +51,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine import __version__
 from engine.core.config import Settings
 from engine.core.errors import ApiError, QueryError
 from engine.serve import formats, metrics, prom
-from engine.serve.query import run_query
-from engine.serve.timeouts import Deadline
+from engine.serve.guard import size_text, watchdog
+from engine.serve.query import QueryLimits, run_query
 from engine.state import frontier
 from engine.state.reader import StateReader
 
@@ -60,6 +73,8 @@ class ApiOptions:
     statement_timeout_s: float = 10.0
     max_concurrent_queries: int = 4
     metrics_window_s: float = 60.0
+    max_body_bytes: int = 1024 * 1024
+    limits: QueryLimits = field(default_factory=QueryLimits)
     #: Whose frontier the answers carry: the engine's consumer group and whether it
     #: orders transactions (None: not known; the most recently updated frontier).
     group_id: str | None = None
@@ -72,6 +87,8 @@ class ApiOptions:
             statement_timeout_s=settings.api.api_statement_timeout_s,
             max_concurrent_queries=settings.api.api_max_concurrent_queries,
             metrics_window_s=settings.api.api_metrics_window_s,
+            max_body_bytes=settings.api.api_max_body_bytes,
+            limits=QueryLimits.from_settings(settings),
             group_id=settings.engine.group_id,
             transactions=settings.engine.transactions,
         )
@@ -108,7 +125,10 @@ class ApiStats:
 
 
 #: HTTP status per QueryError kind.
-_STATUS = {"busy": 429}
+_STATUS = {"busy": 429, "unavailable": 503}
+
+#: Error kind per HTTP status of the framework's own errors.
+_HTTP_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
@@ -121,6 +141,9 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
         # scripts from a CDN, which a loopback-only API should not make browsers do.
         docs_url=None,
         redoc_url=None,
+        # Starlette's limit: a larger Content-Length, or more bytes than that as they
+        # arrive, end the request with a 413 before the body is held in memory.
+        max_body_size=options.max_body_bytes,
     )
     slots = threading.BoundedSemaphore(options.max_concurrent_queries)
     stats = ApiStats()
@@ -148,6 +171,29 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
              '{"sql": "SELECT ...", "format": "json" or "arrow"}'},
             status_code=400,
         )  # fmt: skip
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status = exc.status_code
+        if status == 413:
+            return too_large_response(options.max_body_bytes)
+        if status == 404:
+            message = (
+                f"no such endpoint: {request.url.path}; the API serves POST /query, "
+                "GET /health, /metrics, /metrics/prometheus and /openapi.json"
+            )
+        elif status == 405:
+            allowed = Headers(exc.headers or {}).get("allow", "")
+            message = f"{request.method} is not allowed on {request.url.path}" + (
+                f"; use {allowed}" if allowed else ""
+            )
+        else:
+            message = str(exc.detail)
+        return JSONResponse(
+            {"error": _HTTP_KINDS.get(status, "invalid"), "message": message},
+            status_code=status,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(Exception)
     def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -179,6 +225,7 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
                     max_rows=limit,
                     timeout_s=options.statement_timeout_s,
                     scope=options.frontier_scope,
+                    limits=options.limits,
                 )
             finally:
                 slots.release()
@@ -235,6 +282,39 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
     return app
 
 
+def too_large_response(max_body_bytes: int) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": "too_large",
+            "message": f"the request body is larger than {size_text(max_body_bytes)} "
+            f"({max_body_bytes:,} bytes, CHANGEFOLD_API_MAX_BODY_BYTES): send a shorter query",
+        },
+        status_code=413,
+    )
+
+
+class DeclaredLengthLimit:
+    """Answers a request whose Content-Length passes the body limit with the API's 413.
+
+    Starlette's body limit (FastAPI's `max_body_size`, set in build_app) counts a
+    body as it arrives and ends it with our handler's answer, but when the declared
+    Content-Length is already too large it replaces any answer with a plain-text
+    413; this wrapper, outside the app, answers that case first.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
+                await too_large_response(self.max_body_bytes)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _figures(reader: StateReader, options: ApiOptions) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
     return _read(
@@ -249,15 +329,17 @@ def _figures(reader: StateReader, options: ApiOptions) -> dict[str, Any]:
 
 def _read(reader: StateReader, options: ApiOptions, read: Any) -> dict[str, Any]:
     """Run one of our own read functions on a fresh cursor under the statement timeout."""
-    with reader.cursor() as cur:
-        deadline = Deadline(cur, options.statement_timeout_s)
-        try:
-            with deadline:
+    try:
+        with (
+            reader.cursor() as cur,
+            watchdog().watch(cur, owner=reader, timeout_s=options.statement_timeout_s) as watch,
+        ):
+            try:
                 figures: dict[str, Any] = read(cur)
                 return figures
-        except duckdb.Error as exc:
-            if deadline.expired:
-                raise ApiError(
-                    "reading the metrics took longer than the statement timeout"
-                ) from None
-            raise ApiError(f"cannot read the state's figures: {exc}") from None
+            except duckdb.Error as exc:
+                if watch.reason is not None:
+                    raise watch.error() from None
+                raise ApiError(f"cannot read the state's figures: {exc}") from None
+    except QueryError as exc:
+        raise ApiError(f"cannot read the state's figures: {exc.message}") from None

@@ -26,7 +26,8 @@ import uvicorn
 
 from engine.core.config import Settings
 from engine.core.errors import ApiError
-from engine.serve.app import ApiOptions, build_app
+from engine.serve.app import ApiOptions, DeclaredLengthLimit, build_app
+from engine.serve.guard import watchdog
 from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
@@ -60,14 +61,31 @@ class ApiHandle:
         return self._thread.is_alive()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop accepting, let running requests finish (up to `timeout_s`), close the reader."""
+        """Stop accepting, interrupt the running queries and wait for them, close the reader.
+
+        The queries answer 503 at once; the reader (a cursor of the engine's
+        connection) is closed only once none of its cursors runs, since DuckDB
+        refuses to close a connection that is busy ("connection is busy with another
+        call"), which at exit ends the process with SIGABRT.
+        """
         self._server.should_exit = True
+        guard = watchdog()
+        interrupted = guard.stop_all(self.reader)
+        if interrupted:
+            log.info("query API: interrupted %d running queries to shut down", interrupted)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             self._server.force_exit = True
             self._thread.join(2.0)
         self._socket.close()
+        # A call DuckDB cannot interrupt (one huge value) still ends by itself.
+        while not guard.wait_idle(self.reader, timeout_s):
+            log.warning(
+                "query API: waiting for %d query(ies) that DuckDB has not stopped yet",
+                guard.running(self.reader),
+            )
         self.reader.close()
+        guard.forget(self.reader)
         log.info("query API on %s stopped", self.url)
 
     def __enter__(self) -> ApiHandle:
@@ -94,8 +112,9 @@ def start_api(
     host = host or settings.api.api_host
     port = settings.api.api_port if port is None else port
     sock = _bind(host, port)
+    options = ApiOptions.from_settings(settings)
     config = uvicorn.Config(
-        build_app(reader, ApiOptions.from_settings(settings)),
+        DeclaredLengthLimit(build_app(reader, options), options.max_body_bytes),
         log_config=None,  # keep the process's logging as the CLI configured it
         access_log=False,
         lifespan="off",
