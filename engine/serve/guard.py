@@ -111,7 +111,7 @@ class Watch:
             bound = size_text(self.memory_bytes or 0)
             return QueryError(
                 "memory",
-                f"the engine's memory grew by {size_text(self.grown)} while the query ran, "
+                f"the engine's memory grew by {self.grown / 2**20:,.0f} MiB while the query ran, "
                 f"more than the query memory bound of {bound}, and the query was stopped; "
                 "aggregate less (fewer or smaller values per group, a WHERE, a LIMIT) or "
                 "raise CHANGEFOLD_API_QUERY_MEMORY_BYTES",
