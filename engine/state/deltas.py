@@ -21,9 +21,14 @@ class MirrorDelta:
     as NULL). A key whose before-row equals its after-row changed nothing (a
     redelivered event). `truncated`: the mirror was emptied in the batch
     (`before` then holds only the changed keys' old rows, not the whole table).
+    `columns`: the mirror's columns and DuckDB types (in table order) when the rows
+    were read, as the fold knows them (a column DuckDB cannot hand to polars, an
+    INTERVAL, is text in the frames but its mirror type here); empty: not known, a
+    consumer looks them up.
     """
 
     mirror: MirrorName
     before: pl.DataFrame = field(repr=False)
     after: pl.DataFrame = field(repr=False)
     truncated: bool = False
+    columns: tuple[tuple[str, str], ...] = field(default=(), repr=False)

@@ -57,14 +57,11 @@ def apply_changes(
             target = catalog.target(conn, changes.mirror)
             conn.execute(f"DELETE FROM {target}")
             if capture:
-                empty = _rows_of(
-                    conn,
-                    target,
-                    pl.DataFrame(),
-                    [],
-                    catalog.mirror_types(conn, changes.mirror),
+                types = catalog.mirror_types(conn, changes.mirror)
+                empty = _rows_of(conn, target, None, [], types)
+                delta = MirrorDelta(
+                    changes.mirror, empty, empty, truncated=True, columns=tuple(types.items())
                 )
-                delta = MirrorDelta(changes.mirror, empty, empty, truncated=True)
         return TableResult(0, 0, exists, 0, delta)
     catalog.ensure_mirror(conn, changes.mirror, latest.key, changes.columns)
     new_versions = catalog.record_versions(conn, changes.versions)
@@ -72,9 +69,32 @@ def apply_changes(
     target = catalog.target(conn, changes.mirror)
     result = collapse(changes)
     key = list(changes.key)
-    touched = _touched_keys(result, key) if capture else None
-    before = _rows_of(conn, target, touched, key, types) if touched is not None else None
+    delta = None
+    if not capture:
+        _write_rows(conn, changes, result, target, key, types)
+    else:
+        # The touched keys are registered once, for the rows before and after the write.
+        with _registered(conn, _touched_keys(result, key)) as touched:
+            before = _rows_of(conn, target, touched, key, types)
+            _write_rows(conn, changes, result, target, key, types)
+            after = _rows_of(conn, target, touched, key, types)
+        delta = MirrorDelta(
+            changes.mirror, before, after, truncated=result.truncate, columns=tuple(types.items())
+        )
+    return TableResult(
+        result.upsert_count, result.deletes.height, result.truncate, new_versions, delta
+    )
 
+
+def _write_rows(
+    conn: duckdb.DuckDBPyConnection,
+    changes: TableChanges,
+    result: Collapsed,
+    target: str,
+    key: list[str],
+    types: dict[str, str],
+) -> None:
+    """The batch's truncate, deletes and upserts of one mirror."""
     if result.truncate:
         conn.execute(f"DELETE FROM {target}")
         log.info("%s: truncated (topic %s)", changes.mirror, changes.topic)
@@ -101,13 +121,6 @@ def apply_changes(
                 f"SELECT {select} FROM {view} "
                 f"ON CONFLICT ({', '.join(quote(k) for k in key)}) {conflict}"
             )
-    delta = None
-    if touched is not None and before is not None:
-        after = _rows_of(conn, target, touched, key, types)
-        delta = MirrorDelta(changes.mirror, before, after, truncated=result.truncate)
-    return TableResult(
-        result.upsert_count, result.deletes.height, result.truncate, new_versions, delta
-    )
 
 
 def _touched_keys(result: Collapsed, key: list[str]) -> pl.DataFrame:
@@ -118,20 +131,20 @@ def _touched_keys(result: Collapsed, key: list[str]) -> pl.DataFrame:
 def _rows_of(
     conn: duckdb.DuckDBPyConnection,
     target: str,
-    keys: pl.DataFrame,
+    keys: str | None,
     key: list[str],
     types: dict[str, str],
 ) -> pl.DataFrame:
-    """The mirror rows of `keys` (a semi-join against the registered key frame)."""
+    """The mirror rows of the keys in the registered frame `keys` (a semi-join; None or
+    no key columns: no row, in the mirror's shape)."""
     columns = ", ".join(_polars_safe(name, duck_type) for name, duck_type in types.items())
-    if not key:
+    if keys is None or not key:
         return conn.sql(f"SELECT {columns} FROM {target} AS m WHERE false").pl()
-    with _registered(conn, keys) as view:
-        match = " AND ".join(f"m.{quote(k)} = CAST(k.{quote(k)} AS {types[k]})" for k in key)
-        return conn.sql(
-            f"SELECT {columns} FROM {target} AS m "
-            f"WHERE EXISTS (SELECT 1 FROM {view} AS k WHERE {match})"
-        ).pl()
+    match = " AND ".join(f"m.{quote(k)} = CAST(k.{quote(k)} AS {types[k]})" for k in key)
+    return conn.sql(
+        f"SELECT {columns} FROM {target} AS m "
+        f"WHERE EXISTS (SELECT 1 FROM {keys} AS k WHERE {match})"
+    ).pl()
 
 
 #: DuckDB types polars cannot hold: handed to observers as their text form.
