@@ -48,7 +48,9 @@ def by_mirror(
             [prev.after.join(d.before.select(key), on=key, how="anti"), d.after],
             how="diagonal_relaxed",
         )
-        out[name] = MirrorDelta(d.mirror, before, after, prev.truncated or d.truncated)
+        out[name] = MirrorDelta(
+            d.mirror, before, after, prev.truncated or d.truncated, d.columns or prev.columns
+        )
     return out
 
 
@@ -62,7 +64,11 @@ def primary_key(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> lis
 
 
 class ViewsObserver:
-    """Maintains the views with each folded batch; `last` holds the latest stats."""
+    """Maintains the views with each folded batch; `last` holds the latest stats.
+
+    `mirrors`: the mirror tables the views and checks read (their `-- inputs:`
+    headers); the writer captures before/after rows of those only.
+    """
 
     def __init__(
         self,
@@ -72,6 +78,7 @@ class ViewsObserver:
         self.maintainer = maintainer
         self.on_stats = on_stats
         self.last: MaintainStats | None = None
+        self.mirrors: frozenset[str] = frozenset(maintainer.inputs)
 
     def __call__(
         self, conn: duckdb.DuckDBPyConnection, batch_id: int, deltas: tuple[MirrorDelta, ...]
