@@ -4,7 +4,8 @@ For each mirror table the views read, two temp tables exist while the views run:
 `_before_<schema>_<table>` and `_after_<schema>_<table>`, with exactly the
 mirror's columns and types (a column missing from the engine's frame is NULL;
 the frame's values are cast to the mirror's types). A table the batch did not
-change gets empty ones, so every view's SQL binds in every batch.
+change gets empty ones, so the SQL of every view that runs binds. Only the tables
+of the views that run in a batch are staged (`stage_inputs(tables=...)`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,24 @@ def mirror_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str
     return [(str(c), str(t)) for c, t in rows]
 
 
+def moved(change: MirrorDelta) -> bool:
+    """Whether a delta changes the mirror at all: False when every key's before-row
+    equals its after-row (events delivered again), or when it holds no row."""
+    before, after = change.before, change.after
+    if change.truncated or before.height != after.height or before.schema != after.schema:
+        return True
+    if before.height == 0:
+        return False
+    # Same rows in any order: order both by a hash of the whole row, then compare exactly
+    # (two different rows with one hash can only make this say "moved").
+    try:
+        b = before.with_columns(before.hash_rows().alias("__row_hash")).sort("__row_hash")
+        a = after.with_columns(after.hash_rows().alias("__row_hash")).sort("__row_hash")
+        return not b.equals(a)
+    except pl.exceptions.PolarsError:
+        return True
+
+
 def stage_inputs(
     con: duckdb.DuckDBPyConnection,
     tables: Iterable[str],
@@ -47,11 +66,14 @@ def stage_inputs(
     *,
     full: Iterable[str] = (),
 ) -> None:
-    """(Re)create the input temp tables. Tables in `full` get the whole mirror as their
-    after-rows and no before-rows (a rebuild from scratch)."""
+    """(Re)create the input temp tables of `tables`. Tables in `full` get the whole
+    mirror as their after-rows and no before-rows (a rebuild from scratch).
+
+    The mirror's columns and types come with the delta when the fold captured them
+    (`MirrorDelta.columns`); else they are looked up, only for a table with rows."""
     full = set(full)
     for table in tables:
-        columns = mirror_columns(con, table)
+        columns: list[tuple[str, str]] | None = None
         for side in ("before", "after"):
             target = quote(input_name(side, table))
             if table in full:
@@ -68,6 +90,9 @@ def stage_inputs(
                     f"SELECT * FROM {quote_table(table)} LIMIT 0"
                 )
                 continue
+            if columns is None:
+                known = change.columns if change is not None else None
+                columns = list(known) if known else mirror_columns(con, table)
             _stage_frame(con, target, columns, frame)
 
 

@@ -24,7 +24,7 @@ import duckdb
 from engine.core.errors import ViewError
 from engine.state.deltas import MirrorDelta
 from engine.views.contract import FIGURES, MaintainStats, ViewTiming
-from engine.views.inputs import drop_inputs, mirror_exists, stage_inputs
+from engine.views.inputs import drop_inputs, mirror_exists, moved, stage_inputs
 from engine.views.sqlfiles import (
     Column,
     SqlFile,
@@ -79,6 +79,9 @@ class ViewMaintainer:
             _check_headers(f, self.params)
         #: Mirror tables some view or check reads.
         self.inputs = tuple(sorted({t for f in self.files for t in f.inputs}))
+        #: Per file, the mirror tables whose change makes it run: its own inputs and
+        #: those of the views it comes after (it may read what they wrote).
+        self._triggers = _triggers(self.views, self.checks)
         self._prepared = False
         #: Per file with a `-- stuck:` header: the rows warned about (warned again only
         #: when more are).
@@ -174,8 +177,11 @@ class ViewMaintainer:
 
         `changes`: the batch's deltas by mirror name (`schema.table`). A batch id at
         or below the last maintained one is a replay: nothing is done (`applied`
-        False). Views whose inputs the batch did not change are skipped. A view with
-        a truncated input is rebuilt from scratch (its findings stay).
+        False). A file runs when the batch changed one of its inputs or one of the
+        inputs of a view it runs after (`-- after:`); the others do nothing, and only
+        the tables the files that run read are staged. A delta whose keys' rows are the
+        same before and after (events delivered again) changes nothing. A view with a
+        truncated input is rebuilt from scratch (its findings stay).
         """
         started = time.perf_counter()
         if not self._prepared:  # the engine may hand over a state install() never saw
@@ -184,9 +190,7 @@ class ViewMaintainer:
         if last is not None and batch_id <= last:
             log.info("batch %d: already maintained (last %d), skipped", batch_id, last)
             return MaintainStats(batch_id, False, _ms(started))
-        changed = {
-            name for name, c in changes.items() if c.truncated or c.before.height or c.after.height
-        }
+        changed = {name for name, c in changes.items() if moved(c)}
         truncated = {name for name, c in changes.items() if c.truncated}
         values = self._values(batch_id, detected_at)
         timings: list[ViewTiming] = []
@@ -195,20 +199,24 @@ class ViewMaintainer:
         returned: list[tuple[SqlFile, int]] = []
         #: Files with a `-- stuck:` header that ran on the batch, and their old rows.
         stuck: list[tuple[SqlFile, int]] = []
+        rebuild = {f.name for f in self.files if truncated & set(f.inputs)}
+        run = [f for f in self.files if f.name in rebuild or changed & self._triggers[f.name]]
+        runs = {f.name for f in run}
+        # Only the tables the files that run read are staged.
+        staged = sorted({t for f in run for t in f.inputs})
         try:
-            stage_inputs(con, self.inputs, changes)
-            rebuild = [f for f in self.files if truncated & set(f.inputs)]
+            stage_inputs(con, staged, changes)
             for f in self.files:
-                t0 = time.perf_counter()
-                if f in rebuild:
-                    self._rebuild(con, f, values)
-                    stage_inputs(con, self.inputs, changes)  # back to this batch's rows
-                    result = None
-                elif changed & set(f.inputs):
-                    result = self._run(con, f, values)
-                else:
+                if f.name not in runs:
                     timings.append(ViewTiming(f.name, 0.0, False))
                     continue
+                t0 = time.perf_counter()
+                if f.name in rebuild:
+                    self._rebuild(con, f, values)
+                    stage_inputs(con, f.inputs, changes)  # back to this batch's rows
+                    result = None
+                else:
+                    result = self._run(con, f, values)
                 timings.append(ViewTiming(f.name, _ms(t0), True))
                 if f.returns is not None and result:
                     n = int(str(result[0][0]))
@@ -217,7 +225,8 @@ class ViewMaintainer:
                     if f.stuck is not None:
                         old = _count_rows(con, f.stuck, "<=", batch_id - STUCK_AFTER_BATCHES)
                         stuck.append((f, old))
-            for f in self.files:
+            # A file that did not run wrote no row in this batch: only those that ran count.
+            for f in run:
                 for count in f.counts:
                     figures[count.figure] += _count_rows(con, count.rows, "=", batch_id)
             con.execute(
@@ -227,7 +236,7 @@ class ViewMaintainer:
                 [_BATCHES, batch_id, detected_at],
             )
         finally:
-            drop_inputs(con, self.inputs)
+            drop_inputs(con, staged)
         for f, n in returned:
             if n:
                 # At debug level: what a check counts often resolves a batch later (the
@@ -287,7 +296,7 @@ class ViewMaintainer:
         `findings`: empty its `-- findings:` tables too."""
         for table in [*f.state, *(f.findings if findings else ())]:
             con.execute(f"DELETE FROM {quote_table(table)}")
-        stage_inputs(con, self.inputs, {}, full=f.inputs)
+        stage_inputs(con, f.inputs, {}, full=f.inputs)
         self._run(con, f, values)
 
     # -- helpers ----------------------------------------------------------------------
@@ -316,6 +325,18 @@ class ViewMaintainer:
             f"SELECT batch_id FROM {_PROGRESS} WHERE name = ?", [_BATCHES]
         ).fetchall()
         return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+
+def _triggers(views: list[SqlFile], checks: list[SqlFile]) -> dict[str, frozenset[str]]:
+    """Per file, its inputs and, transitively, those of the views it runs after (views
+    in their run order, then the checks)."""
+    out: dict[str, frozenset[str]] = {}
+    for f in [*views, *checks]:
+        found = set(f.inputs)
+        for name in f.after:
+            found |= out.get(name, frozenset())
+        out[f.name] = frozenset(found)
+    return out
 
 
 def _check_headers(f: SqlFile, params: Mapping[str, object]) -> None:
