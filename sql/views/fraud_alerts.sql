@@ -35,7 +35,11 @@
 -- judged again.
 
 -- The bank stream's event-time clock: the newest created_at of the mirror's
--- transactions (looked up in the mirror only when the batch retracts the newest one).
+-- transactions. The rows the batch did not touch are at or before the old clock, so
+-- the mirror is looked up only when the batch retracts the newest row and none of its
+-- after-rows reaches the old clock (a deleted or back-dated newest transaction).
+-- DuckDB computes a scalar subquery even in a CASE branch not taken: the lookups are
+-- guarded by `look` themselves, else they would scan the mirror in every batch.
 CREATE OR REPLACE TEMP TABLE _fa_clock AS
 WITH old AS (SELECT (SELECT clock FROM live.progress WHERE name = 'fraud_alerts') AS old_now),
 flags AS (
@@ -44,18 +48,22 @@ flags AS (
         (SELECT max(created_at) FROM _after_bank_transactions) AS added_max,
         coalesce((SELECT max(created_at) FROM _before_bank_transactions) >= old_now, false) AS retracted
     FROM old
+),
+lookup AS (
+    SELECT *, retracted AND coalesce(added_max < old_now, true) AS look FROM flags
 )
 SELECT
     old_now,
     retracted,
     CASE
-        WHEN retracted THEN coalesce(
-            (SELECT max(created_at) FROM bank.transactions WHERE created_at > old_now - INTERVAL 1 DAY),
-            (SELECT max(created_at) FROM bank.transactions)
+        WHEN look THEN coalesce(
+            (SELECT max(created_at) FROM bank.transactions
+                WHERE created_at > old_now - INTERVAL 1 DAY AND look),
+            (SELECT max(created_at) FROM bank.transactions WHERE (SELECT look FROM lookup))
         )
         ELSE greatest(old_now, added_max)
     END AS now
-FROM flags;
+FROM lookup;
 
 INSERT INTO live.progress (name, clock, batch_id, updated)
 SELECT 'fraud_alerts', now, $batch_id, now() FROM _fa_clock WHERE now IS NOT NULL OR retracted

@@ -12,8 +12,8 @@
 -- Incremental: a batch recomputes, from the mirror and within the window only, the
 -- players it touched and the players whose scores slid out of (or back into) the
 -- window as its end moved; the cost follows the window's size, not the history's.
--- Only when the batch retracts the newest score is the new end looked up in the
--- mirror (the last window first).
+-- Only when the batch retracts the newest score and none of its scores reaches the old end
+-- is the new end looked up in the mirror (the last window first).
 
 CREATE OR REPLACE TEMP TABLE _lw_clock AS
 WITH old AS (
@@ -25,19 +25,26 @@ flags AS (
         (SELECT max(achieved_at) FROM _after_arcade_scores) AS added_max,
         coalesce((SELECT max(achieved_at) FROM _before_arcade_scores) >= old_end, false) AS retracted
     FROM old
+),
+-- Scores the batch did not touch are at or before the old end: the mirror is looked up
+-- only when none of the batch's after-rows reaches it. DuckDB computes a scalar subquery
+-- even in a CASE branch not taken, hence the guards on `look` inside the lookups.
+lookup AS (
+    SELECT *, retracted AND coalesce(added_max < old_end, true) AS look FROM flags
 )
 SELECT
     old_end,
     retracted,
     CASE
-        WHEN retracted THEN coalesce(
+        WHEN look THEN coalesce(
             (SELECT max(achieved_at) FROM arcade.scores
-                WHERE achieved_at > old_end - to_minutes($leaderboard_window_min::BIGINT)),
-            (SELECT max(achieved_at) FROM arcade.scores)
+                WHERE achieved_at > old_end - to_minutes($leaderboard_window_min::BIGINT)
+                    AND look),
+            (SELECT max(achieved_at) FROM arcade.scores WHERE (SELECT look FROM lookup))
         )
         ELSE greatest(old_end, added_max)
     END AS new_end
-FROM flags;
+FROM lookup;
 
 INSERT INTO live.progress (name, clock, batch_id, updated)
 SELECT 'leaderboard_window', new_end, $batch_id, now() FROM _lw_clock
