@@ -23,7 +23,7 @@ HEAVY = ("duckdb", "polars", "pyarrow", "kafka", "psycopg", "httpx", "fastapi", 
 
 #: The commands of engine/app/commands/run.py, whose module imports the engine at the
 #: top (another change; see the issue 14 report): their --help still loads it.
-EAGER = {"run", "dlq", "bench", "bench fold"}
+EAGER: set[str] = set()
 
 _PROBE = """
 import json, sys

@@ -9,16 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from engine.app.build import engine_runner
 from engine.core.config import Settings
-from engine.ingest.topics import subscription
-from engine.serve import start_api
-from engine.state import deadletters
-from engine.state.reader import StateReader
-from engine.state.store import Store
 
 _RUN_EPILOG = """\
 Settings (flag, environment variable, default):
@@ -90,6 +82,13 @@ def run(
 
     SIGINT/SIGTERM finish the batch in hand, commit it and exit 0.
     """
+    # DuckDB, Polars, kafka-python and the web framework load here, not for --help.
+    from engine.app.build import engine_runner
+    from engine.ingest.topics import subscription
+    from engine.serve import start_api
+    from engine.state.reader import StateReader
+    from engine.state.store import Store
+
     overrides = {k: v for k, v in flags.items() if v is not None}
     if topics:
         overrides["topics"] = ",".join(topics)
@@ -125,9 +124,10 @@ def run(
     )
 
 
-def _start_pgwire(settings: Settings, store: Store) -> Any:
+def _start_pgwire(settings: Settings, store: Any) -> Any:
     """The read-only Postgres endpoint (engine/serve/pgwire.py), unless its port is 0."""
     from engine.serve import pgwire
+    from engine.state.reader import StateReader
 
     if not pgwire.enabled(settings):
         return None
@@ -149,6 +149,12 @@ def dlq(settings: Settings, limit: int, topic: str | None, as_json: bool, state_
     Opens the state file read-only; while `changefold run` holds it (DuckDB
     allows one process), stop the engine first.
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.state import deadletters
+    from engine.state.store import Store
+
     path = state_path or settings.engine.state_path
     if not Path(path).exists():
         raise click.ClickException(f"no state file at {path}: run `changefold run` first")
