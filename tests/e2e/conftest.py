@@ -63,9 +63,11 @@ def demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
     At the end it gets SIGTERM, must exit 0 within the deadline, stop its processes
     and leave the stack running, as it found it."""
-    api_port, dashboard_port = free_ports(2)
-    settings = stack.with_(api_port=api_port, dashboard_port=dashboard_port)
-    env = settings.child_env("api_port", "dashboard_port")
+    api_port, dashboard_port, pgwire_port = free_ports(3)
+    settings = stack.with_(
+        api_port=api_port, dashboard_port=dashboard_port, pgwire_port=pgwire_port
+    )
+    env = settings.child_env("api_port", "dashboard_port", "pgwire_port")
     output = tmp_path_factory.mktemp("demo") / "demo.out"
     with output.open("wb") as out:
         proc = subprocess.Popen(

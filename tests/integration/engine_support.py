@@ -43,6 +43,9 @@ def wait_for(
 def engine_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = settings.child_env()
     env["CHANGEFOLD_CONSUMER_SESSION_TIMEOUT_MS"] = str(SESSION_TIMEOUT_MS)
+    # Engines of the tests serve no Postgres endpoint unless a test asks for one on a
+    # free port (55433 may be taken by another engine or a user's).
+    env["CHANGEFOLD_PGWIRE_PORT"] = "0"
     env.update(extra)
     return env
 

@@ -160,7 +160,7 @@ def children(settings: Settings, options: DemoOptions) -> list[Child]:
 def child_env(settings: Settings) -> dict[str, str]:
     """The demo's environment with the settings the children must share made explicit."""
     env = settings.child_env(
-        "project_dir", "api_host", "api_port", "state_path", "dashboard_port",
+        "project_dir", "api_host", "api_port", "pgwire_port", "state_path", "dashboard_port",
         "leaderboard_window_min",
     )  # fmt: skip
     env["PYTHONUNBUFFERED"] = "1"
@@ -188,9 +188,10 @@ class Demo:
         s = self.settings
         for name, port, var in (
             ("query API", s.api.api_port, "CHANGEFOLD_API_PORT"),
+            ("Postgres endpoint", s.api.pgwire_port, "CHANGEFOLD_PGWIRE_PORT"),
             ("dashboards", s.stack.dashboard_port, "CHANGEFOLD_DASHBOARD_PORT"),
         ):
-            if port_in_use(port):
+            if port and port_in_use(port):
                 raise DemoError(
                     f"port {port} for the {name} is in use on 127.0.0.1 (another demo, or "
                     f"`changefold run`?). Stop that program, or pick another port with {var}."
@@ -353,7 +354,13 @@ def demo(
                 f"  dashboards  {settings.stack.dashboard_url}\n"
                 f"  query API   {settings.api.url}  (try: changefold sql "
                 '"SELECT * FROM live.leaderboard ORDER BY rank LIMIT 5")\n'
-                f"  logs        {settings.home / 'run'}/demo-*.log\n"
+                + (
+                    f"  SQL clients psql -h {settings.api.api_host} -p {settings.api.pgwire_port} "
+                    "-U changefold -d changefold\n"
+                    if settings.api.pgwire_port
+                    else ""
+                )
+                + f"  logs        {settings.home / 'run'}/demo-*.log\n"
                 "Press Ctrl-C to stop.\n"
             )
             run.watch()
