@@ -21,6 +21,8 @@ from typing import Any
 from engine.decode.envelope import TRANSACTION_SUFFIX, MalformedEnvelope, split
 
 _TXN = b'"transaction":'
+#: How Debezium's BEGIN records start their payload (read without parsing them).
+_BEGIN = b'"payload":{"status":"BEGIN",'
 #: The block as Debezium writes it: {"id":"<id>","total_order":N,...
 _BLOCK = re.compile(rb'\{"id":"([^"]*)","total_order":(\d+)')
 
@@ -79,10 +81,11 @@ def event_xid(value: bytes) -> str | None:
     return None if found is None else found[0]
 
 
-def event_txn(value: bytes) -> tuple[str, int | None] | None:
-    """(xid, total_order) of a data event's transaction: total_order is the event's
+def event_txn(value: bytes) -> tuple[str, int | None, int] | None:
+    """(xid, total_order, LSN) of a data event's transaction: total_order is the event's
     place in its transaction (1, 2, ...; None when the block has none), so an event
-    delivered twice has the same pair. None for an event outside a transaction.
+    delivered twice has the same pair; the LSN is the one its transaction id names (0:
+    none). None for an event outside a transaction.
 
     The envelope's `transaction` field follows `before`, `after` and `source`, and
     only `op` and the timestamps come after it, so its last occurrence is the
@@ -97,11 +100,12 @@ def event_txn(value: bytes) -> tuple[str, int | None] | None:
         return None
     found = _BLOCK.match(rest)
     if found is not None:
-        return xid_of_id(found.group(1).decode()), int(found.group(2))
+        txn_id = found.group(1).decode()
+        return xid_of_id(txn_id), int(found.group(2)), _lsn_of_id(txn_id)
     return _parsed_txn(value)
 
 
-def _parsed_txn(value: bytes) -> tuple[str, int | None] | None:
+def _parsed_txn(value: bytes) -> tuple[str, int | None, int] | None:
     try:
         _schema, payload = split(value)
         data = json.loads(payload)
@@ -110,7 +114,11 @@ def _parsed_txn(value: bytes) -> tuple[str, int | None] | None:
     txn = data.get("transaction") if isinstance(data, dict) else None
     if isinstance(txn, dict) and isinstance(txn.get("id"), str):
         order = txn.get("total_order")
-        return xid_of_id(txn["id"]), order if isinstance(order, int) else None
+        return (
+            xid_of_id(txn["id"]),
+            order if isinstance(order, int) else None,
+            _lsn_of_id(txn["id"]),
+        )
     return None
 
 
@@ -119,7 +127,7 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
     BEGIN and END of one transaction may sit in different partitions, and the END
     alone says what the transaction holds). Raises ValueError for a record that is
     not transaction metadata."""
-    if value is None:
+    if value is None or value.rfind(_BEGIN, max(len(value) - 512, 0)) >= 0:
         return None
     _schema, payload = split(value)
     data: Any = json.loads(payload)

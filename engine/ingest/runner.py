@@ -120,6 +120,13 @@ class Runner:
             self.close_members()
         if self._errors:
             raise self._errors[0]
+        moved = self.writer.persist_held()
+        if moved:
+            log.info(
+                "stopping: %d event(s) waiting for their source transaction moved to the state "
+                "file",
+                moved,
+            )
         return self.stats
 
     def close_members(self) -> None:

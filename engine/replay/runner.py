@@ -97,6 +97,9 @@ class Replay:
                     result.complete = True
                     return result
                 self._consume(consumer, store, writer, wanted, result, stop, on_progress)
+                # What still waits for its transaction goes into the state file, so
+                # that a resumed replay need not read it again.
+                writer.persist_held()
                 return result
         finally:
             consumer.close(autocommit=False)

@@ -12,9 +12,11 @@ any batch cut shows part of one. Per batch, under the writer's lock:
    from earlier ones; the first one that is not ready stops the walk, so a
    transaction is never applied before one that committed earlier.
 3. The ready transactions' events (held ones first) are folded; the others' events
-   and ENDs are held in `_changefold.txn_events` / `txn_ends`, in the same DuckDB
-   transaction as the offsets (so offsets advance, memory stays bounded, and a
-   crash loses or repeats nothing); the frontier records the last one applied.
+   and ENDs are held: in the writer's memory (engine/state/held.py; the partitions'
+   resume positions stay at the first of them, so a crash loses nothing), or, past
+   the memory bound or held long, in `_changefold.txn_events` / `txn_ends`, written
+   in the same DuckDB transaction as the offsets; the frontier records the last one
+   applied.
 
 A transaction whose END never comes (lost, or its transaction topic is not
 followed) stays held and invisible, and so does every later one that touches a
@@ -27,6 +29,7 @@ transactions of the last batches kept).
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from collections import defaultdict
@@ -42,6 +45,7 @@ from engine.decode.envelope import topic_kind
 from engine.decode.model import DeadLetter
 from engine.decode.records import RawRecord, RecordLike
 from engine.decode.txmeta import TxnEnd
+from engine.state.held import Held, Key, counts_with, end_order
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -104,42 +108,59 @@ class TxnPlan:
 
 
 def ready(
-    ends: Iterable[TxnEnd],
-    have: Mapping[str, Mapping[str, int]],
+    held: Held,
+    ends: Sequence[TxnEnd],
+    events: Mapping[str, Sequence[tuple[int | None, RecordLike]]],
     follows: Callable[[str], bool],
-    waiting: Mapping[tuple[str, int], Sequence[tuple[int, str]]] | None = None,
 ) -> list[TxnEnd]:
-    """The ENDs that can be applied now, in commit order: the longest run, from the
-    earliest, of transactions whose every counted event is there (`have`: events per
-    xid and topic) and, in each partition they touch, come after nothing that waits
-    for a transaction not applied before them (`waiting`: (offset, xid) of the waiting
-    events per partition, in offset order). The second rule keeps each row's changes
-    in their order even when ENDs come out of order (a transaction topic of several
-    partitions). Linear in the ENDs and waiting events."""
-    queues = {k: list(v) for k, v in (waiting or {}).items()}
-    heads = dict.fromkeys(queues, 0)
-    touches: dict[str, set[tuple[str, int]]] = defaultdict(set)
-    for k, q in queues.items():
-        for _o, x in q:
-            touches[x].add(k)
+    """The ENDs that can be applied now, in commit order (those `held` has and the
+    batch's new `ends`, whose new `events` are not held yet): the longest run, from the
+    earliest, of transactions whose every counted event is there and, in each
+    partition they touch, come after nothing that waits for a transaction not applied
+    before them. The second rule keeps each row's changes in their order even when
+    ENDs come out of order (a transaction topic of several partitions). Costs what the
+    batch brings and applies, not what is held."""
+    new_counts: dict[str, dict[str, int]] = {}
+    new_queues: dict[Key, list[tuple[int, str]]] = defaultdict(list)
+    new_touches: dict[str, set[Key]] = defaultdict(set)
+    for xid, recs in events.items():
+        counts = new_counts.setdefault(xid, {})
+        for _place, r in recs:
+            counts[r.topic] = counts.get(r.topic, 0) + 1
+            new_queues[(r.topic, r.partition)].append((r.offset, xid))
+            new_touches[xid].add((r.topic, r.partition))
+    for queue in new_queues.values():
+        queue.sort()
     applied: set[str] = set()
+    cursors: dict[Key, int] = {}
+    new_cursors: dict[Key, int] = {}
 
-    def head(k: tuple[str, int]) -> str | None:
-        q, i = queues[k], heads[k]
+    def head(k: Key) -> str | None:
+        q, i = held.queues.get(k, ()), cursors.get(k, 0)
+        while i < len(q) and (q[i][1] in applied or not held.pending(q[i][1])):
+            i += 1
+        cursors[k] = i
+        if i < len(q):
+            return q[i][1]
+        q, i = new_queues.get(k, ()), new_cursors.get(k, 0)
         while i < len(q) and q[i][1] in applied:
             i += 1
-        heads[k] = i
+        new_cursors[k] = i
         return q[i][1] if i < len(q) else None
 
+    by_key = {end_order(e): e for e in ends}
     out: list[TxnEnd] = []
-    for end in sorted(ends, key=lambda e: (e.lsn, e.ts_ms, e.topic, e.partition, e.offset)):
-        got = have.get(end.xid, {})
+    for key in heapq.merge(held.order, sorted(by_key)):
+        end = by_key.get(key) or held.ends[key[-1]]
+        xid = end.xid
+        got = counts_with(held, new_counts, xid)
         if any(got.get(topic, 0) < n for topic, n in end.counts if follows(topic)):
             break
-        if any(head(k) != end.xid for k in touches.get(end.xid, ())):
+        touched = held.touches.get(xid, set()) | new_touches.get(xid, set())
+        if any(head(k) != xid for k in touched):
             break
         out.append(end)
-        applied.add(end.xid)
+        applied.add(xid)
     return out
 
 
@@ -148,20 +169,34 @@ def plan(
     group_id: str,
     records: Sequence[RecordLike],
     rules: TxnRules,
+    held: Held,
     *,
+    applied_lsn: int | None = None,
     until_ms: int | None = None,
     until_lsn: int | None = None,
 ) -> TxnPlan:
-    """Split a batch by transaction (see the module docstring). Reads the held rows;
-    writes nothing (`apply` does, inside the batch's transaction)."""
+    """Split a batch by transaction (see the module docstring) against what is `held`;
+    changes nothing (`apply` writes, inside the batch's transaction, and the writer
+    commits the plan to `held` after it). `applied_lsn`: the greatest LSN of a
+    transaction applied so far (the frontier's; None: none applied), so that only
+    transactions at or before it are looked up among those applied."""
     now: list[RecordLike] = []
     waiting: dict[str, list[tuple[int | None, RecordLike]]] = defaultdict(list)
     ends: list[TxnEnd] = []
     dead: list[DeadLetter] = []
     late = 0
+    #: Transactions that may have been applied before (at or before applied_lsn).
+    maybe_applied: set[str] = set()
+    kinds: dict[str, str] = {}
     for rec in records:
         topic, value = rec.topic, rec.value
-        if txmeta.is_transaction_topic(topic):
+        kind = kinds.get(topic)
+        if kind is None:
+            kind = kinds[topic] = _kind(topic, rules)
+        if kind == "now" or (value is None and kind == "event"):
+            now.append(rec)
+            continue
+        if kind == "transaction":
             try:
                 end = txmeta.parse_marker(topic, rec.partition, rec.offset, value)
             except (ValueError, KeyError, TypeError) as exc:
@@ -175,69 +210,77 @@ def plan(
                 late += 1
                 continue
             ends.append(end)
+            if applied_lsn is not None and end.lsn <= applied_lsn:
+                maybe_applied.add(end.xid)
             continue
-        txn = None
-        if value is not None and topic_kind(topic) == "table" and rules.waits(topic):
-            txn = txmeta.event_txn(value)
+        txn = txmeta.event_txn(value) if value is not None else None
         if txn is None:
             now.append(rec)
         else:
             waiting[txn[0]].append((txn[1], rec))
-    done_before = _applied_among(conn, group_id, {*waiting, *(e.xid for e in ends)})
+            if applied_lsn is not None and txn[2] <= applied_lsn:
+                maybe_applied.add(txn[0])
+    # Only a transaction at or before the frontier can have been applied, and one held
+    # now has not: ask the state about the others.
+    done_before = _applied_among(conn, group_id, {x for x in maybe_applied if not held.pending(x)})
     duplicates = sum(len(waiting.pop(x, ())) for x in done_before)
     fresh: dict[str, TxnEnd] = {}
     for end in ends:
-        if end.xid in done_before or end.xid in fresh:
+        if end.xid in done_before or end.xid in fresh or end.xid in held.ends:
             duplicates += 1
         else:
             fresh[end.xid] = end
-    held_ends = _held_ends(conn, group_id)
-    known = {e.xid for e in held_ends}
-    duplicates += sum(1 for x in fresh if x in known)
-    ends = [e for x, e in fresh.items() if x not in known]
-    all_ends = [*held_ends, *ends]
     # An event delivered twice has the same place in its transaction: the first copy
     # (held, or earliest in this batch) counts, the others are dropped.
     places: set[tuple[str, int]] = set()
-    have: dict[str, dict[str, int]] = defaultdict(dict)
-    order: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
-    if all_ends:
-        for xid, place, topic, partition, offset in _held_positions(conn, group_id):
-            if place is not None:
-                places.add((xid, place))
-            have[xid][topic] = have[xid].get(topic, 0) + 1
-            order[(topic, partition)].append((offset, xid))
-    else:
-        places = _held_places(conn, group_id, waiting)
     fresh_events: dict[str, list[tuple[int | None, RecordLike]]] = {}
     for xid, recs in waiting.items():
         keep = []
         for place, r in sorted(recs, key=lambda pr: (pr[1].topic, pr[1].partition, pr[1].offset)):
-            if place is not None and (xid, place) in places:
-                duplicates += 1
-                continue
             if place is not None:
+                if (xid, place) in places or (xid, place) in held.places:
+                    duplicates += 1
+                    continue
                 places.add((xid, place))
             keep.append((place, r))
-            counts = have[xid]
-            counts[r.topic] = counts.get(r.topic, 0) + 1
-            order[(r.topic, r.partition)].append((r.offset, xid))
-        fresh_events[xid] = keep
-    if not all_ends:
-        hold = [(x, p, r) for x, prs in fresh_events.items() for p, r in prs]
-        return TxnPlan(now, [], hold, [], dead, late, duplicates)
-    for queue in order.values():
-        queue.sort()
-    go = ready(all_ends, have, rules.follows, order)
+        if keep:
+            fresh_events[xid] = keep
+    go = (
+        ready(held, list(fresh.values()), fresh_events, rules.follows)
+        if (fresh or held.ends)
+        else []
+    )
     go_ids = {e.xid for e in go}
-    held = _held_records(conn, group_id, go_ids) if go_ids else []
+    from_state = go_ids & held.stored
     fold = sorted(
-        (*held, *now, *(r for x in go_ids for _p, r in fresh_events.get(x, ()))),
+        (
+            *held.records(go_ids),
+            *(_held_records(conn, group_id, from_state) if from_state else ()),
+            *now,
+            *(r for x in go_ids for _p, r in fresh_events.get(x, ())),
+        ),
         key=lambda r: (r.topic, r.partition, r.offset),
     )
     hold_events = [(x, p, r) for x, prs in fresh_events.items() if x not in go_ids for p, r in prs]
-    hold_ends = [e for e in ends if e.xid not in go_ids]
+    hold_ends = [e for x, e in fresh.items() if x not in go_ids]
     return TxnPlan(fold, go, hold_events, hold_ends, dead, late, duplicates)
+
+
+def _kind(topic: str, rules: TxnRules) -> str:
+    """ "transaction" (a transaction topic), "event" (a table whose events wait for
+    their transaction) or "now" (applied as they come)."""
+    if txmeta.is_transaction_topic(topic):
+        return "transaction"
+    if topic_kind(topic) == "table" and rules.waits(topic):
+        return "event"
+    return "now"
+
+
+def event_txn(rec: RecordLike, rules: TxnRules) -> tuple[str, int | None, int] | None:
+    """(xid, place, LSN) of a data event that waits for its transaction; None: it does not."""
+    if rec.value is None or _kind(rec.topic, rules) != "event":
+        return None
+    return txmeta.event_txn(rec.value)
 
 
 def apply(
@@ -246,30 +289,35 @@ def apply(
     batch_id: int,
     done: TxnPlan,
     *,
+    spill_events: Sequence[tuple[str, int | None, RecordLike, int]] = (),
+    spill_ends: Sequence[tuple[TxnEnd, int]] = (),
+    release_stored: Iterable[str] = (),
     keep_batches: int = 10000,
 ) -> Frontier | None:
-    """Inside the batch's transaction: hold what waits, release what was applied,
-    remember it (for `keep_batches` batches, to know its events if they come again),
+    """Inside the batch's transaction: write the events and ENDs moved to the state
+    file (each with the batch since which its transaction waits), delete those of
+    `release_stored` (applied transactions with records there), remember what was
+    applied (for `keep_batches` batches, to know its events if they come again), and
     advance the frontier. Returns the new frontier (None: no transaction applied)."""
-    held = done.hold_events
+    held = spill_events
     if held:
         _insert_new(
             conn,
             _EVENTS,
             {
                 "group_id": [group_id] * len(held),
-                "xid": [x for x, _p, _r in held],
-                "total_order": pa.array([p for _x, p, _r in held], pa.int64()),
-                "topic": [r.topic for *_, r in held],
-                "partition": pa.array([r.partition for *_, r in held], pa.int32()),
-                "offset": pa.array([r.offset for *_, r in held], pa.int64()),
-                "key": pa.array([r.key for *_, r in held], pa.binary()),
-                "value": pa.array([r.value for *_, r in held], pa.binary()),
-                "batch_id": pa.array([batch_id] * len(held), pa.int64()),
+                "xid": [x for x, *_ in held],
+                "total_order": pa.array([p for _x, p, *_ in held], pa.int64()),
+                "topic": [r.topic for _x, _p, r, _b in held],
+                "partition": pa.array([r.partition for _x, _p, r, _b in held], pa.int32()),
+                "offset": pa.array([r.offset for _x, _p, r, _b in held], pa.int64()),
+                "key": pa.array([r.key for _x, _p, r, _b in held], pa.binary()),
+                "value": pa.array([r.value for _x, _p, r, _b in held], pa.binary()),
+                "batch_id": pa.array([b for *_, b in held], pa.int64()),
             },
         )
-    ends = done.hold_ends
-    if ends:
+    if spill_ends:
+        ends = [e for e, _b in spill_ends]
         _insert_new(
             conn,
             _ENDS,
@@ -282,17 +330,19 @@ def apply(
                 "topic": [e.topic for e in ends],
                 "partition": pa.array([e.partition for e in ends], pa.int32()),
                 "offset": pa.array([e.offset for e in ends], pa.int64()),
-                "batch_id": pa.array([batch_id] * len(ends), pa.int64()),
+                "batch_id": pa.array([b for _e, b in spill_ends], pa.int64()),
             },
         )
     if not done.ready:
         return None
     xids = [e.xid for e in done.ready]
-    for table in (_EVENTS, _ENDS):
-        conn.execute(
-            f"DELETE FROM {table} WHERE group_id = ? AND xid IN (SELECT unnest(?))",
-            [group_id, xids],
-        )
+    release = sorted(release_stored)
+    if release:
+        for table in (_EVENTS, _ENDS):
+            conn.execute(
+                f"DELETE FROM {table} WHERE group_id = ? AND xid IN (SELECT unnest(?))",
+                [group_id, release],
+            )
     conn.execute(
         f"INSERT OR REPLACE INTO {_APPLIED} SELECT ?, unnest(?), unnest(?), ?",
         [group_id, xids, [e.lsn for e in done.ready], batch_id],
@@ -316,6 +366,22 @@ def apply(
         [group_id, last.xid, last.lsn, last.ts_ms, len(done.ready), batch_id],
     )
     return load_frontier(conn, group_id)
+
+
+def load_held(conn: duckdb.DuckDBPyConnection, group_id: str) -> Held:
+    """The index of what waits, as the state's tables hold it (at a writer's start:
+    what waited only in memory is read again from the topics)."""
+    held = Held()
+    rows = conn.execute(
+        f'SELECT xid, total_order, topic, "partition", "offset", batch_id FROM {_EVENTS} '
+        'WHERE group_id = ? ORDER BY batch_id, topic, "partition", "offset"',
+        [group_id],
+    ).fetchall()
+    for x, n, t, p, o, b in rows:
+        held.add_event(str(x), None if n is None else int(n), str(t), int(p), int(o), None, int(b))
+    for end, batch in _held_ends(conn, group_id):
+        held.add_end(end, batch, stored=True)
+    return held
 
 
 def _insert_new(conn: duckdb.DuckDBPyConnection, table: str, columns: dict[str, Any]) -> None:
@@ -366,44 +432,21 @@ def _applied_among(conn: duckdb.DuckDBPyConnection, group_id: str, xids: Iterabl
     return {str(x) for (x,) in rows}
 
 
-def _held_ends(conn: duckdb.DuckDBPyConnection, group_id: str) -> list[TxnEnd]:
+def _held_ends(conn: duckdb.DuckDBPyConnection, group_id: str) -> list[tuple[TxnEnd, int]]:
     rows = conn.execute(
-        f'SELECT xid, lsn, commit_ts_ms, counts, topic, "partition", "offset" FROM {_ENDS} '
-        "WHERE group_id = ?",
+        f'SELECT xid, lsn, commit_ts_ms, counts, topic, "partition", "offset", batch_id '
+        f"FROM {_ENDS} WHERE group_id = ? ORDER BY batch_id",
         [group_id],
     ).fetchall()
     return [
-        TxnEnd(str(x), int(lsn), int(ts), tuple(sorted(json.loads(c).items())), t, int(p), int(o))
-        for x, lsn, ts, c, t, p, o in rows
+        (
+            TxnEnd(
+                str(x), int(lsn), int(ts), tuple(sorted(json.loads(c).items())), t, int(p), int(o)
+            ),
+            int(b),
+        )
+        for x, lsn, ts, c, t, p, o, b in rows
     ]
-
-
-def _held_positions(
-    conn: duckdb.DuckDBPyConnection, group_id: str
-) -> list[tuple[str, int | None, str, int, int]]:
-    """(xid, place in its transaction, topic, partition, offset) of every held event."""
-    rows = conn.execute(
-        f'SELECT xid, total_order, topic, "partition", "offset" FROM {_EVENTS} WHERE group_id = ?',
-        [group_id],
-    ).fetchall()
-    return [
-        (str(x), None if n is None else int(n), str(t), int(p), int(o)) for x, n, t, p, o in rows
-    ]
-
-
-def _held_places(
-    conn: duckdb.DuckDBPyConnection, group_id: str, xids: Iterable[str]
-) -> set[tuple[str, int]]:
-    """(xid, place) of the held events of these transactions."""
-    wanted = sorted(xids)
-    if not wanted:
-        return set()
-    rows = conn.execute(
-        f"SELECT xid, total_order FROM {_EVENTS} WHERE group_id = ? AND total_order IS NOT "
-        "NULL AND xid IN (SELECT unnest(?))",
-        [group_id, wanted],
-    ).fetchall()
-    return {(str(x), int(n)) for x, n in rows}
 
 
 def _held_records(

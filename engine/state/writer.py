@@ -16,12 +16,14 @@ import duckdb
 
 from engine.core.errors import StateError
 from engine.core.positions import PartitionProgress
+from engine.decode import txmeta
 from engine.decode.model import OFFSET, PARTITION, DeadLetter, TableChanges, TableSchema
 from engine.decode.records import DecodedBatch, RawLookup, RecordLike
 from engine.state import assignments, deadletters, metrics, offsets, transactions
 from engine.state.catalog import Catalog, latest_schemas
 from engine.state.deltas import MirrorDelta
 from engine.state.fold import apply_changes
+from engine.state.held import Held
 from engine.state.metrics import BatchMetrics
 from engine.state.store import Store
 from engine.state.transactions import Frontier, TxnPlan, TxnRules
@@ -89,8 +91,28 @@ class StateWriter:
         keep_batches: int = 10000,
         observers: Sequence[BatchObserver] = (),
         transactions: TxnRules | None = None,
+        held_memory_bytes: int = 256 * 2**20,
+        held_memory_batches: int = 500,
     ) -> None:
         self.store = store
+        #: Bounds of what waits for its transaction in memory (engine/state/held.py):
+        #: beyond them (bytes of held events, batches held) it moves to the state file.
+        self.held_memory_bytes = held_memory_bytes
+        self.held_memory_batches = min(held_memory_batches, max(keep_batches // 2, 1))
+        #: What waits for its transaction (None: not loaded from the state yet).
+        self._held: Held | None = None
+        #: The frontier's LSN (None: nothing applied yet), once read.
+        self._frontier_lsn: int | None = None
+        self._frontier_read = False
+        #: Events moved from memory to the state file so far.
+        self.spilled_events = 0
+        #: Per partition, how far it was read and taken in, ever (`_folded`) and by this
+        #: writer since it started (`_read`, from the stored resume position on): the
+        #: resume position may not pass `_read` nor the first event held in memory
+        #: (None: not loaded yet); and the (resume, folded) positions last stored.
+        self._folded: dict[tuple[str, int], int] | None = None
+        self._read: dict[tuple[str, int], int] | None = None
+        self._saved: dict[tuple[str, int], tuple[int, int]] = {}
         #: Which events wait for their source transaction (None: every event is
         #: applied as it comes).
         self.transactions = transactions
@@ -170,8 +192,10 @@ class StateWriter:
                     plan = transactions.plan(
                         conn,
                         self.group_id,
-                        records,
+                        self._not_taken_in(conn, records),
                         self.transactions,
+                        self._held_index(conn),
+                        applied_lsn=self._applied_lsn(conn),
                         until_ms=until_ms,
                         until_lsn=until_lsn,
                     )
@@ -281,9 +305,29 @@ class StateWriter:
             for observe in self.observers:
                 observe(conn, batch_id, tuple(deltas))
             frontier = None
+            positions = None
             if plan is not None:
+                held = self._held_index(conn)
+                applied = {e.xid for e in plan.ready}
+                spill = held.to_spill(
+                    applied=applied,
+                    new_events=plan.hold_events,
+                    batch_id=batch_id,
+                    max_bytes=self.held_memory_bytes,
+                    max_batches=self.held_memory_batches,
+                )
+                spill_events, spill_ends = held.spill_contents(
+                    spill, plan.hold_events, plan.hold_ends, batch_id
+                )
                 frontier = transactions.apply(
-                    conn, self.group_id, batch_id, plan, keep_batches=self.keep_batches
+                    conn,
+                    self.group_id,
+                    batch_id,
+                    plan,
+                    spill_events=spill_events,
+                    spill_ends=spill_ends,
+                    release_stored=applied & (held.stored | held.stored_ends),
+                    keep_batches=self.keep_batches,
                 )
                 if plan.duplicates:
                     log.info(
@@ -292,9 +336,12 @@ class StateWriter:
                         batch_id,
                         plan.duplicates,
                     )
-                self._warn_stuck(conn, batch_id)
+                self._warn_stuck(batch_id)
+                positions, read = self._positions(conn, progress, plan, spill)
+                offsets.save_positions(conn, self.group_id, positions)
+            else:
+                offsets.save(conn, self.group_id, progress)
             deadletters.insert(conn, self.group_id, dead_letters)
-            offsets.save(conn, self.group_id, progress)
             for earlier, ms in self._pending_commit_ms.items():
                 metrics.set_commit_ms(conn, earlier, ms)
             fold_ms = (time.perf_counter() - t0) * 1000
@@ -308,6 +355,23 @@ class StateWriter:
             )
             metrics.record(conn, batch_id, self.group_id, figures, progress, keep=self.keep_batches)
         self._pending_commit_ms.clear()
+        if plan is not None and positions is not None:
+            assert self._held is not None
+            self._held.commit(
+                applied=[e.xid for e in plan.ready],
+                spilled=spill,
+                new_events=plan.hold_events,
+                new_ends=plan.hold_ends,
+                batch_id=batch_id,
+            )
+            self.spilled_events += len(spill_events)
+            self._saved.update(positions)
+            if frontier is not None:
+                self._frontier_lsn = frontier.lsn
+            assert self._folded is not None
+            self._read = read
+            for key, (_resume, folded) in positions.items():
+                self._folded[key] = folded
         if new_versions:
             self._known = None
         for letter in dead_letters[:5]:
@@ -332,11 +396,135 @@ class StateWriter:
             decode_ms=base.decode_ms,
         )
 
-    def _warn_stuck(self, conn: duckdb.DuckDBPyConnection, batch_id: int) -> None:
+    # -- what waits for its transaction -------------------------------------------------
+
+    def _applied_lsn(self, conn: duckdb.DuckDBPyConnection) -> int | None:
+        """The greatest LSN applied (the frontier's), read once, then kept."""
+        if not self._frontier_read:
+            front = transactions.load_frontier(conn, self.group_id)
+            self._frontier_lsn = None if front is None else front.lsn
+            self._frontier_read = True
+        return self._frontier_lsn
+
+    def _held_index(self, conn: duckdb.DuckDBPyConnection) -> Held:
+        if self._held is None:
+            self._held = transactions.load_held(conn, self.group_id)
+        return self._held
+
+    def _folded_positions(self, conn: duckdb.DuckDBPyConnection) -> dict[tuple[str, int], int]:
+        if self._folded is None or self._read is None:
+            self._folded = offsets.load_folded(conn, self.group_id)
+            self._read = offsets.load(conn, self.group_id)
+        return self._folded
+
+    def _not_taken_in(
+        self, conn: duckdb.DuckDBPyConnection, records: Sequence[RecordLike]
+    ) -> Sequence[RecordLike]:
+        """The records to plan: those read again below a partition's folded position
+        (after a restart, from the first event that waited in memory) only when they
+        belong to a transaction (planning drops those applied or held already); the
+        others were folded then."""
+        folded = self._folded_positions(conn)
+        if not folded:
+            return records
+        rules = self.transactions
+        assert rules is not None
+        return [
+            r
+            for r in records
+            if r.offset >= folded.get((r.topic, r.partition), 0)
+            or txmeta.is_transaction_topic(r.topic)
+            or transactions.event_txn(r, rules) is not None
+        ]
+
+    def _positions(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        progress: Sequence[PartitionProgress],
+        plan: TxnPlan | None = None,
+        spill: set[str] | None = None,
+    ) -> tuple[dict[tuple[str, int], tuple[int, int]], dict[tuple[str, int], int]]:
+        """(resume, folded) of the partitions whose positions this batch moves, and how
+        far this writer will have read each partition after it. A partition resumes at
+        its first record kept in memory (once the batch's `plan` is done and `spill`
+        moved out), or where this writer read it to if that is earlier (reading again
+        after a restart, it may not skip what it has not read again)."""
+        folded = self._folded_positions(conn)
+        held = self._held_index(conn)
+        assert self._read is not None
+        read = dict(self._read)
+        for p in progress:
+            key = (p.topic, p.partition)
+            read[key] = max(read.get(key, 0), p.next_offset)
+        applied = {e.xid for e in plan.ready} if plan is not None else set()
+        spill = spill or set()
+        keys = {(p.topic, p.partition) for p in progress} | held.keys_of(applied | spill)
+        marks = held.marks_after(
+            keys,
+            applied=applied,
+            spilled=spill,
+            new_events=plan.hold_events if plan is not None else (),
+            new_ends=plan.hold_ends if plan is not None else (),
+        )
+        out = {}
+        for key in keys:
+            if key not in read:
+                continue
+            at = (min(read[key], marks.get(key, read[key])), max(read[key], folded.get(key, 0)))
+            if self._saved.get(key) != at:
+                out[key] = at
+        return out, read
+
+    @property
+    def held_index(self) -> Held:
+        """What waits for its transaction (as of the last batch committed)."""
+        if self._held is not None:
+            return self._held
+        with self.store.lock, self.store.reading() as conn:
+            return self._held_index(conn)
+
+    def held(self) -> tuple[list[tuple[str, str, int, int]], list[str]]:
+        """What waits for its transaction, in memory and in the state file: the events
+        as (xid, topic, partition, offset) and the ENDs' xids, sorted."""
+        held = self.held_index
+        events = [(x, t, p, o) for x, _n, t, p, o in held.positions()]
+        return sorted(events), sorted(held.ends)
+
+    def persist_held(self) -> int:
+        """Move what waits in memory to the state file (on a clean stop), so that the
+        resume positions need not wait for it. Returns the events moved."""
+        with self.store.lock:
+            if self._held is None or self.transactions is None:
+                return 0
+            held = self._held
+            spill = held.to_spill(
+                applied=set(), new_events=(), batch_id=0, max_bytes=0, max_batches=0
+            )
+            if not spill:
+                return 0
+            events, ends = held.spill_contents(spill, (), (), 0)
+            with self.store.transaction() as conn:
+                transactions.apply(
+                    conn,
+                    self.group_id,
+                    0,
+                    TxnPlan([], [], [], [], []),
+                    spill_events=events,
+                    spill_ends=ends,
+                )
+                positions, read = self._positions(conn, (), None, spill)
+                offsets.save_positions(conn, self.group_id, positions)
+            held.commit(applied=(), spilled=spill, new_events=(), new_ends=(), batch_id=0)
+            self._saved.update(positions)
+            self._read = read
+            self.spilled_events += len(events)
+            return len(events)
+
+    def _warn_stuck(self, batch_id: int) -> None:
         """Every 20 batches: name transactions whose events have waited 100 batches."""
-        if batch_id % 20:
+        if batch_id % 20 or self._held is None:
             return
-        for xid, events, where in transactions.stuck(conn, self.group_id, batch_id - 100):
+        for xid, events, where in self._held.stuck(batch_id - 100):
             if xid in self._stuck_warned:
                 continue
             self._stuck_warned.add(xid)

@@ -237,12 +237,26 @@ def lab_double_one_partition() -> list[RawRecord]:
 # -- folding --------------------------------------------------------------------------------
 
 
-def new_writer(store: Store | None = None, rules: TxnRules | None = RULES) -> StateWriter:
+#: Where the writer keeps what waits for its transaction: in memory (the default;
+#: the resume positions stay at the first event held), in the state file from the
+#: start (no memory), or in memory until a small bound, then in the state file.
+HELD_MEMORY = {"memory": 256 * 2**20, "state-file": 0, "spilling": 6_000}
+
+
+def new_writer(
+    store: Store | None = None, rules: TxnRules | None = RULES, held: str = "memory"
+) -> StateWriter:
     """A writer over a new in-memory state, or over `store` (a restart)."""
     if store is None:
         store = Store(":memory:")
         store.migrate(STATE_SQL)
-    return StateWriter(store, GROUP, keep_batches=100_000, transactions=rules)
+    return StateWriter(
+        store,
+        GROUP,
+        keep_batches=100_000,
+        transactions=rules,
+        held_memory_bytes=HELD_MEMORY[held],
+    )
 
 
 def run_loop(source: MemorySource, writer: StateWriter, **kwargs: Any) -> bool:
@@ -312,9 +326,8 @@ def frontier_row(writer: StateWriter) -> tuple[Any, ...] | None:
 
 def held(writer: StateWriter) -> tuple[int, int]:
     """(events, ENDs) held for their transaction."""
-    ((events,),) = rows(writer, "SELECT count(*) FROM _changefold.txn_events")
-    ((ends,),) = rows(writer, "SELECT count(*) FROM _changefold.txn_ends")
-    return int(events), int(ends)
+    events, ends = writer.held()
+    return len(events), len(ends)
 
 
 def state(writer: StateWriter) -> Snapshot:
@@ -333,10 +346,7 @@ def state(writer: StateWriter) -> Snapshot:
         "ORDER BY ALL",
     )
     out["frontier"] = frontier_row(writer)
-    out["held"] = rows(
-        writer, 'SELECT xid, topic, "partition", "offset" FROM _changefold.txn_events ORDER BY ALL'
-    )
-    out["held_ends"] = rows(writer, "SELECT xid FROM _changefold.txn_ends ORDER BY ALL")
+    out["held"], out["held_ends"] = writer.held()
     return out
 
 
@@ -362,7 +372,10 @@ def without_versions(snap: Snapshot) -> Snapshot:
 
 
 def assert_folded_once(writer: StateWriter, log: MemoryLog) -> None:
-    """Per partition, the folded batches form one gapless chain from 0 to its end."""
+    """Per partition, the folded batches cover it from 0 to its end without a gap; a
+    batch may start before the end of the last one only by reading again from a resume
+    position (after a restart, from the first event that waited in memory), which is
+    never after where it was read to."""
     chains: dict[Key, list[tuple[int, int]]] = {}
     for topic, partition, first, nxt in rows(
         writer,
@@ -374,8 +387,8 @@ def assert_folded_once(writer: StateWriter, log: MemoryLog) -> None:
     for key, chain in chains.items():
         expected = 0
         for first, nxt in chain:
-            assert first == expected, (key, chain)
-            expected = nxt
+            assert first <= expected, (key, chain)
+            expected = max(expected, nxt)
         assert expected == log.end_offset(key), key
     assert writer.stored_offsets() == end_offsets(log)
 
@@ -409,17 +422,26 @@ def visible(conn: duckdb.DuckDBPyConnection, creates: Sequence[tuple[str, int]])
     return n
 
 
-def held_in(conn: duckdb.DuckDBPyConnection, xid: str) -> int:
-    ((n,),) = conn.execute(
-        "SELECT count(*) FROM _changefold.txn_events WHERE xid = ?", [xid]
-    ).fetchall()
-    return int(n)
+def held_in(writer: StateWriter, conn: duckdb.DuckDBPyConnection, xid: str) -> int:
+    """Events of `xid` held before the batch being folded (inside a batch's transaction)."""
+    return held_by_xid(writer, conn).get(xid, 0)
 
 
-def stored_sum(conn: duckdb.DuckDBPyConnection, topics: Sequence[str]) -> int:
+def held_by_xid(writer: StateWriter, conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Events held per transaction before the batch being folded (kept in memory or in
+    the state file), read inside that batch's transaction."""
+    out: dict[str, int] = {}
+    for xid, *_where in writer.held_index.positions():
+        out[xid] = out.get(xid, 0) + 1
+    return out
+
+
+def stored_sum(
+    conn: duckdb.DuckDBPyConnection, topics: Sequence[str], column: str = "next_offset"
+) -> int:
+    """The sum of the stored resume positions (or `column`) of these topics' partitions."""
     ((n,),) = conn.execute(
-        "SELECT coalesce(sum(next_offset), 0) FROM _changefold.offsets "
-        "WHERE list_contains(?, topic)",
+        f"SELECT coalesce(sum({column}), 0) FROM _changefold.offsets WHERE list_contains(?, topic)",
         [list(topics)],
     ).fetchall()
     return int(n)
@@ -443,7 +465,8 @@ class AllOrNone:
     visible or none, and that once visible they stay; records per batch
     (batch, visible, held events of earlier batches) for each."""
 
-    def __init__(self, txns: Sequence[Txn]) -> None:
+    def __init__(self, txns: Sequence[Txn], writer: StateWriter) -> None:
+        self.writer = writer
         self.txns = list(txns)
         assert all(t.creates for t in self.txns)
         self.seen: dict[str, list[tuple[int, int, int]]] = {t.xid: [] for t in self.txns}
@@ -454,9 +477,7 @@ class AllOrNone:
             for topic, key in txn.creates:
                 wanted.setdefault(topic, []).append(key)
         there = {(t, k) for t, keys in wanted.items() for k in present(conn, t, keys)}
-        held = dict(
-            conn.execute("SELECT xid, count(*) FROM _changefold.txn_events GROUP BY xid").fetchall()
-        )
+        held = held_by_xid(self.writer, conn)
         for txn in self.txns:
             n = sum(1 for c in txn.creates if c in there)
             assert n in (0, len(txn.creates)), (
@@ -604,7 +625,7 @@ def test_a_transfer_across_topics_partitions_and_batches_is_never_half_visible(
     for txn in transfers:
         assert len({(t, p) for t, p, _o in txn.events}) == 3  # three topic partitions
     writer = new_writer()
-    watch = AllOrNone(transfers)
+    watch = AllOrNone(transfers, writer)
     writer.add_observer(observer(watch))
     source = fold(log, writer, max_records=max_records, seed=seed)
     assert source.batches_out > 10
@@ -618,15 +639,16 @@ def test_a_transfer_across_topics_partitions_and_batches_is_never_half_visible(
 # -- 2. a crash while a transaction is held -------------------------------------------------
 
 
+@pytest.mark.parametrize("held_in", ["memory", "state-file", "spilling"])
 @pytest.mark.parametrize("fault", [{"crash_on_checkpoint": 14}, {"crash_on_poll": 23}])
 def test_a_crash_while_events_are_held_loses_nothing_and_applies_nothing_twice(
-    fault: dict[str, int],
+    fault: dict[str, int], held_in: str
 ) -> None:
     history, transfers = _transfers(seed=4)
     log = history.end()
     group = MemoryGroup(log)
-    writer = new_writer()
-    watch = AllOrNone(transfers)
+    writer = new_writer(held=held_in)
+    watch = AllOrNone(transfers, writer)
     writer.add_observer(observer(watch))
     crashing = MemorySource(group, "m1", max_records=2, seed=4, **fault)
     with pytest.raises(Crash):
@@ -636,11 +658,21 @@ def test_a_crash_while_events_are_held_loses_nothing_and_applies_nothing_twice(
     before = frontier_row(writer)
     assert before is None or before[3] < len(history.ended)
 
-    # Restart: a new process (writer) over the same state file, the member rejoins.
+    # Restart: a new process (writer) over the same state file, the member rejoins;
+    # it crashes again while reading again what waited in memory, then a third one
+    # finishes.
     crashing.close()
-    restarted = new_writer(writer.store)
+    second = new_writer(writer.store, held=held_in)
+    watch.writer = second
+    second.add_observer(observer(watch))
+    again = MemorySource(group, "m1", max_records=3, seed=5, crash_on_poll=3)
+    with pytest.raises(Crash):
+        run_loop(again, second)
+    again.close()
+    restarted = new_writer(writer.store, held=held_in)
+    watch.writer = restarted
     restarted.add_observer(observer(watch))
-    fold(log, restarted, max_records=3, seed=5, group=group)
+    fold(log, restarted, max_records=3, seed=6, group=group)
     # Each transaction counted once by the frontier, every record folded once.
     assert_final(restarted, history, log)
     assert state(restarted) == fold_in_one_batch(all_records(log))
@@ -858,7 +890,8 @@ def test_a_transaction_after_interleaved_ones_is_applied_in_the_same_batch() -> 
 # -- 4. a transaction larger than a batch -----------------------------------------------------
 
 
-def test_a_transaction_larger_than_a_batch_is_applied_at_once() -> None:
+@pytest.mark.parametrize("kept", ["memory", "state-file"])
+def test_a_transaction_larger_than_a_batch_is_applied_at_once(kept: str) -> None:
     rnd = random.Random(3)
     history = History(seed=3)
     history.background(3, rnd)
@@ -872,26 +905,39 @@ def test_a_transaction_larger_than_a_batch_is_applied_at_once() -> None:
     log = history.end()
     assert len(big.events) == 50
 
-    seen: list[tuple[int, int, int]] = []
+    seen: list[tuple[int, int, int, int]] = []
 
     def check(conn: duckdb.DuckDBPyConnection, batch_id: int) -> None:
         n = visible(conn, big.creates)
         assert n in (0, 50), f"batch {batch_id}: {n} of 50 rows visible"
         # Offsets and held events as the earlier batches committed them.
-        seen.append((n, held_in(conn, big.xid), stored_sum(conn, [LEGS, LEDGER])))
+        seen.append(
+            (
+                n,
+                held_in(writer, conn, big.xid),
+                stored_sum(conn, [LEGS, LEDGER]),
+                stored_sum(conn, [LEGS, LEDGER], "folded_offset"),
+            )
+        )
 
-    writer = new_writer()
+    writer = new_writer(held=kept)
     writer.add_observer(observer(check))
     source = fold(log, writer, max_records=7, seed=2)
     assert source.batches_out >= 60 // 7
-    waiting = [(h, s) for n, h, s in seen if n == 0 and h > 0]
-    # Held by several batches while the offsets went on: events and offsets both grew.
+    waiting = [(h, s, f) for n, h, s, f in seen if n == 0 and h > 0]
+    # Held by several batches while reading went on: the events held and the folded
+    # positions grew; the resume positions too when what waits is in the state file,
+    # while kept in memory they stay at the first event held (a crash reads it again).
     assert len(waiting) >= 3
-    assert [h for h, _ in waiting] == sorted(h for h, _ in waiting) and waiting[0][0] < 40
-    assert waiting[-1][1] > waiting[0][1]
+    assert [h for h, *_ in waiting] == sorted(h for h, *_ in waiting) and waiting[0][0] < 40
+    assert waiting[-1][2] > waiting[0][2]
+    if kept == "state-file":
+        assert waiting[-1][1] > waiting[0][1]
+    else:
+        assert waiting[-1][1] == waiting[0][1] < waiting[-1][2]
     # Then visible at once, and from then on.
-    first = next(i for i, (n, _h, _s) in enumerate(seen) if n == 50)
-    assert all(n == 0 for n, _h, _s in seen[:first]) and all(n == 50 for n, _h, _s in seen[first:])
+    first = next(i for i, (n, *_rest) in enumerate(seen) if n == 50)
+    assert all(n == 0 for n, *_r in seen[:first]) and all(n == 50 for n, *_r in seen[first:])
     assert_final(writer, history, log)
     assert state(writer) == fold_in_one_batch(all_records(log))
 
@@ -932,6 +978,15 @@ def test_a_transaction_whose_end_is_lost_stays_held() -> None:
             # every transaction after it, whatever its partitions.
             assert visible(conn, same.creates) == 0
             assert visible(conn, after.creates) == 0
+        in_memory = writer.held_index.stuck(before_batch=10**9)
+        assert {x for x, _n, _w in in_memory} == {lost.xid, same.xid, after.xid}
+        # Held in memory, the resume positions stay at the first event held ...
+        resume = writer.stored_offsets()
+        assert all(resume[k] <= end for k, end in end_offsets(log).items())
+        assert resume != end_offsets(log)
+        # ... until a clean stop moves what waits to the state file.
+        assert writer.persist_held() == 4
+        with writer.store.reading() as conn:
             stuck = transactions.stuck(conn, GROUP, before_batch=10**9)
         held_xids = rows(writer, "SELECT DISTINCT xid FROM _changefold.txn_events ORDER BY 1")
         assert held_xids == [(lost.xid,), (same.xid,), (after.xid,)]
@@ -973,7 +1028,7 @@ def test_snapshot_rows_are_visible_at_once_and_streaming_waits_for_its_transacti
     ]
     assert len(snap_records) == 24
     writer = new_writer()
-    watch = AllOrNone(transfers)
+    watch = AllOrNone(transfers, writer)
     writer.add_observer(observer(watch))
     late: list[str] = []
     held_streaming: list[int] = []
@@ -1039,17 +1094,28 @@ def _reference(seed: int, txn_partitions: int, rules: bool) -> Snapshot:
 
 
 @pytest.mark.parametrize(
-    ("txn_partitions", "max_records", "seed"),
-    [(1, 2, 0), (1, 7, 2), (1, 40, 3), (2, 2, 4), (2, 5, 6), (2, 13, 7)],
+    ("txn_partitions", "max_records", "seed", "held_in"),
+    [
+        (1, 2, 0, "memory"),
+        (1, 7, 2, "memory"),
+        (1, 40, 3, "memory"),
+        (2, 2, 4, "memory"),
+        (2, 5, 6, "memory"),
+        (2, 13, 7, "memory"),
+        (1, 3, 8, "state-file"),
+        (2, 5, 9, "state-file"),
+        (1, 3, 10, "spilling"),
+        (2, 5, 11, "spilling"),
+    ],
 )
 def test_the_state_is_a_function_of_the_history(
-    txn_partitions: int, max_records: int, seed: int
+    txn_partitions: int, max_records: int, seed: int, held_in: str
 ) -> None:
     records, frontier = _rich_records(11, txn_partitions)
     log = MemoryLog()
     log.extend(records)
     log.end()
-    writer = new_writer()
+    writer = new_writer(held=held_in)
     source = fold(log, writer, max_records=max_records, seed=seed)
     assert source.batches_out >= len(records) // max_records
     got = state(writer)
@@ -1058,6 +1124,7 @@ def test_the_state_is_a_function_of_the_history(
     # Whole transactions change where batches are cut, not what the history comes to.
     assert mirrors(got) == mirrors(_reference(11, txn_partitions, False))
     assert_folded_once(writer, log)
+    assert (writer.spilled_events > 0) == (held_in != "memory")
 
 
 def test_the_reference_history_is_not_trivial() -> None:
