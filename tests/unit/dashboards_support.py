@@ -98,7 +98,7 @@ def engine_figures(con: duckdb.DuckDBPyConnection, batches: int = 12) -> None:
         for p in range(partitions):
             n = per_partition * (3 if p == 0 else 1)
             con.execute(
-                "INSERT OR REPLACE INTO _changefold.offsets (group_id, topic, \"partition\", "
+                'INSERT OR REPLACE INTO _changefold.offsets (group_id, topic, "partition", '
                 "next_offset, updated_at) VALUES (?, ?, ?, ?, ?)",
                 [GROUP, topic, p, batches * n, now],
             )

@@ -78,8 +78,8 @@ def fold_batches(con: duckdb.DuckDBPyConnection, count: int = 3) -> None:
                 [i + 1, TOPIC, p, i * 10, i * 10 + 10, 100 + p, 100 + p - (i * 10 + 10)],
             )
             con.execute(
-                "INSERT OR REPLACE INTO _changefold.offsets (group_id, topic, \"partition\", "
-                    "next_offset, updated_at) VALUES ('g1', ?, ?, ?, ?)",
+                'INSERT OR REPLACE INTO _changefold.offsets (group_id, topic, "partition", '
+                "next_offset, updated_at) VALUES ('g1', ?, ?, ?, ?)",
                 [TOPIC, p, i * 10 + 10, now],
             )
         con.execute("COMMIT")
