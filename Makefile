@@ -3,7 +3,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install jars demo test unit integration lint format stack-up stack-down clean
+.PHONY: prereqs prereqs-demo install jars demo test unit integration lint format stack-up stack-down clean
+
+## the system packages (Java 17, Maven, PostgreSQL, Chromium, ...): checked, and on
+## Debian/Ubuntu installed when run as root (else it prints the apt-get line); scripts/prereqs.sh
+prereqs:
+	PYTHON=$(PYTHON) bash scripts/prereqs.sh
+
+## only what the demo needs (no browser, no docker-compose)
+prereqs-demo:
+	PYTHON=$(PYTHON) bash scripts/prereqs.sh --demo
 
 install: $(VENV)/.installed
 
@@ -18,17 +27,17 @@ jars: install
 	$(BIN)/changefold stack jars
 
 ## the demo: stack, generators, engine and dashboards (prints the address; Ctrl-C stops it)
-demo: install jars
+demo: prereqs-demo install jars
 	$(BIN)/changefold demo
 
 ## every test: unit tests, then integration tests against a real stack started for the run
-test: install jars
+test: prereqs install jars
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest -m "not integration and not e2e"
 
-integration: install jars
+integration: prereqs-demo install jars
 	$(BIN)/pytest -m integration
 
 lint: install
