@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -107,14 +107,30 @@ def demo(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     assert report["healthy"], f"the demo must leave the running stack up: {report}"
 
 
+def _in_ci() -> bool:
+    """CI sets CI=true; there a missing browser is a broken machine, not a skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _no_browser(why: str) -> NoReturn:
+    """Skip on a developer's machine; fail in CI, where .ci/run installs the browser."""
+    if _in_ci():
+        pytest.fail(f"{why} (CI=true: the browser tests must run here)", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Chromium (Debian's package) through Playwright."""
     if not CHROMIUM.exists():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHANGEFOLD_CHROMIUM)"
+        _no_browser(
+            f"no Chromium at {CHROMIUM}: run scripts/prereqs.sh (or make prereqs), which "
+            "installs Debian's chromium, or set CHANGEFOLD_CHROMIUM"
         )
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        _no_browser("Playwright is not installed: make install (the dev extra has it)")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
