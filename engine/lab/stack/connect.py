@@ -98,6 +98,22 @@ class Connect:
             "config.providers.env.class": (
                 "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
             ),
+            # -- recovery without a person (one worker, one broker) --
+            # When the broker restarts, the worker rejoins its group and the leader (itself)
+            # counts the connectors it ran as "lost". By default it then waits up to 5
+            # minutes for the departed worker to return, and the connectors stay
+            # UNASSIGNED all that time. This stack has one worker, none other can come
+            # back: 0 reassigns lost connectors and tasks in the rebalance that finds them.
+            "scheduled.rebalance.max.delay.ms": 0,
+            # A worker that cannot read its config topic to the end within
+            # worker.sync.timeout.ms (3 s, kept) leaves the group and, by default, stays
+            # out for 5 minutes. Right after a broker restart that read can time out once;
+            # rejoin after 2 s instead.
+            "worker.unsync.backoff.ms": 2000,
+            # The worker's own clients and the producers of the source tasks reconnect
+            # with the clients' defaults (reconnect.backoff.max.ms and
+            # retry.backoff.max.ms: 1 s), and Connect's task producers retry a send
+            # without a delivery deadline, so no change is lost and none needs tuning here.
         }
 
     def start(self) -> int:
