@@ -157,8 +157,17 @@ class EngineSettings:
     #: past this bound (or after 500 batches) it moves to the state file. 0: always in
     #: the state file (slower: every waiting event is written and deleted again).
     txn_hold_memory_mb: int = 256
+    #: Seconds a reader of the topics (`changefold run`, replay, bench) keeps trying to
+    #: reach Kafka when it starts (a broker restarting, a stack still coming up), with
+    #: growing pauses and a log line per attempt, before it exits (code 4). 0: one attempt.
+    kafka_wait_s: float = 120.0
 
     def __post_init__(self) -> None:
+        if self.kafka_wait_s < 0:
+            raise ConfigError(
+                f"{_env_name('kafka_wait_s')}={self.kafka_wait_s}: use 0 (one attempt) or "
+                "more seconds"
+            )
         if self.txn_hold_memory_mb < 0:
             raise ConfigError(
                 f"{_env_name('txn_hold_memory_mb')}={self.txn_hold_memory_mb}: use 0 or more"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -22,8 +23,12 @@ from engine.ingest.source import Key, Polled, Rebalance, describe
 
 log = logging.getLogger(__name__)
 
-#: How long the engine tries to reach Kafka at start before it gives up.
+#: How long one attempt to reach Kafka may take (a closed port fails at once and is
+#: retried inside the attempt; a silent one times out).
 BOOTSTRAP_TIMEOUT_MS = 10_000
+#: Pauses between attempts to reach Kafka: doubling from the first to the longest.
+FIRST_PAUSE_S = 1.0
+LONGEST_PAUSE_S = 10.0
 
 
 def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
@@ -46,20 +51,84 @@ def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
 
 
 def open_consumer(settings: Settings, client_id: str, **extra: Any) -> KafkaConsumer:
-    """A KafkaConsumer, or KafkaUnavailableError naming the brokers and the fix."""
+    """A KafkaConsumer, once Kafka answers; KafkaUnavailableError naming the brokers and
+    the fix when it has not answered within CHANGEFOLD_KAFKA_WAIT_S.
+
+    A broker that restarts, or a stack still coming up, is waited for: attempt after
+    attempt with pauses doubling from FIRST_PAUSE_S to LONGEST_PAUSE_S, each attempt
+    logged with the brokers, its number and what is left of the wait.
+    """
+    config = {**kafka_config(settings, client_id), **extra}
+    servers = config["bootstrap_servers"]
+    wait_s = settings.engine.kafka_wait_s
+    t0 = time.monotonic()
+    deadline = t0 + wait_s
+    pause = FIRST_PAUSE_S
+    attempt = 0
+    while True:
+        attempt += 1
+        left_s = deadline - time.monotonic()
+        # No attempt outlasts the wait by more than a second (0: one whole attempt).
+        timeout_ms = config["bootstrap_timeout_ms"]
+        if wait_s > 0:
+            timeout_ms = int(min(timeout_ms, max(left_s, 1.0) * 1000))
+        try:
+            consumer = _bootstrap({**config, "bootstrap_timeout_ms": timeout_ms})
+        except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
+            waited_s = time.monotonic() - t0
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise KafkaUnavailableError(
+                    f"cannot reach Kafka at {servers} (gave up after {attempt} attempt"
+                    f"{'s' if attempt > 1 else ''} in {waited_s:.0f} s: {exc}). Start the "
+                    "stack with `changefold stack up`, point CHANGEFOLD_KAFKA_HOST/_PORT at "
+                    "your broker, or wait longer with CHANGEFOLD_KAFKA_WAIT_S"
+                ) from None
+            sleep_s = min(pause, left_s)
+            log.warning(
+                "%s: Kafka at %s does not answer (attempt %d, %.0f s into a wait of up to "
+                "%.0f s, CHANGEFOLD_KAFKA_WAIT_S): %s; trying again in %.1f s",
+                client_id,
+                servers,
+                attempt,
+                waited_s,
+                wait_s,
+                exc,
+                sleep_s,
+            )
+            time.sleep(sleep_s)
+            pause = min(pause * 2, LONGEST_PAUSE_S)
+            continue
+        if attempt > 1:
+            log.info(
+                "%s: Kafka at %s answers (attempt %d, after %.1f s)",
+                client_id,
+                servers,
+                attempt,
+                time.monotonic() - t0,
+            )
+        return consumer
+
+
+def _bootstrap(config: Mapping[str, Any]) -> KafkaConsumer:
     # While bootstrapping, kafka-python logs every refused connection as an ERROR;
-    # the one error that matters is raised below.
+    # open_consumer logs one line per attempt instead.
     net_log = logging.getLogger("kafka.net")
     level = net_log.level
     net_log.setLevel(logging.CRITICAL)
+    # A KafkaConsumer that fails to bootstrap has already started its IO thread and
+    # does not stop it: built in two steps, so that a failed attempt can be closed
+    # (else every attempt of a long wait would leave a thread behind).
+    consumer = KafkaConsumer.__new__(KafkaConsumer)
     try:
-        return KafkaConsumer(**{**kafka_config(settings, client_id), **extra})
-    except (kafka_errors.KafkaTimeoutError, kafka_errors.KafkaConnectionError) as exc:
-        raise KafkaUnavailableError(
-            f"cannot reach Kafka at {settings.stack.bootstrap_servers} "
-            f"(gave up after {BOOTSTRAP_TIMEOUT_MS // 1000} s: {exc}). Start the stack with "
-            "`changefold stack up`, or point CHANGEFOLD_KAFKA_PORT at your broker"
-        ) from None
+        consumer.__init__(**config)
+        return consumer
+    except BaseException:
+        client = getattr(consumer, "_client", None)
+        if client is not None:
+            with suppress(Exception):
+                client.close()
+        raise
     finally:
         net_log.setLevel(level)
 

@@ -58,12 +58,19 @@ def test_keyword_overrides_win_over_environment() -> None:
         ({"CHANGEFOLD_KAFKA_PORT": "70000"}, "CHANGEFOLD_KAFKA_PORT=70000 is not a TCP port"),
         ({"CHANGEFOLD_TOPIC_PARTITIONS": "0"}, "at least 1 partition"),
         ({"CHANGEFOLD_STARTUP_TIMEOUT_S": "soon"}, "is not a number"),
+        ({"CHANGEFOLD_KAFKA_WAIT_S": "-1"}, "CHANGEFOLD_KAFKA_WAIT_S=-1.0: use 0 (one attempt)"),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     assert needle in str(err.value)
+
+
+def test_the_engine_waits_for_kafka_two_minutes_unless_told() -> None:
+    assert Settings.from_env({}).engine.kafka_wait_s == 120.0
+    assert Settings.from_env({"CHANGEFOLD_KAFKA_WAIT_S": "0"}).engine.kafka_wait_s == 0.0
+    assert Settings(kafka_wait_s=5).engine.kafka_wait_s == 5
 
 
 def test_connector_env_covers_what_connectors_reference() -> None:
