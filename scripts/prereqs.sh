@@ -133,8 +133,12 @@ survey() {
         0) ;;
         3) manual+=("$PYTHON is Python $("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])'); changefold needs 3.11+: install one and run make with PYTHON=python3.11 (or newer)") ;;
         4) need "Python's venv and ensurepip for $PYTHON" python3-venv ;;
-        *) need "$PYTHON (Python 3.11+)" python3 python@3.12
-            [[ $os == macos ]] || apt+=(python3-venv) ;;
+        *) if [[ $PYTHON == python3 ]]; then
+                need "python3 (Python 3.11+)" python3 python@3.12
+                [[ $os == macos ]] || apt+=(python3-venv)
+            else
+                manual+=("PYTHON=$PYTHON: not found (leave PYTHON unset for python3)")
+            fi ;;
     esac
     if ! have_java; then
         local bin
@@ -234,7 +238,7 @@ case $os in
             mapfile -t pkgs < <(apt_packages 2>/dev/null)
             sudo=sudo
             [[ $(id -u) -eq 0 ]] && sudo=""
-            echo "prereqs: install them with (or run this script as root):" >&2
+            echo "prereqs: install them with${sudo:+ (or run this script as root)}:" >&2
             echo "  ${sudo:+sudo }apt-get update && ${sudo:+sudo }apt-get install -y --no-install-recommends ${pkgs[*]}" >&2
             print_manual
             exit 1
@@ -244,7 +248,8 @@ case $os in
         echo "prereqs: install them with:" >&2
         ((${#brew[@]})) && echo "  brew install ${brew[*]}" >&2
         ((${#casks[@]})) && echo "  brew install --cask ${casks[*]}" >&2
-        ((${#brew[@]})) && echo "  (Homebrew's openjdk@17 and postgresql@16 are keg-only: put their bin/ on PATH, or set JAVA_HOME and CHANGEFOLD_PG_BIN_DIR)" >&2
+        [[ " ${brew[*]} " == *" openjdk@17 "* || " ${brew[*]} " == *" postgresql@16 "* ]] &&
+            echo "  (Homebrew's openjdk@17 and postgresql@16 are keg-only: put their bin/ on PATH, or set JAVA_HOME and CHANGEFOLD_PG_BIN_DIR)" >&2
         print_manual
         exit 1
         ;;
