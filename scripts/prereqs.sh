@@ -265,7 +265,8 @@ esac
 survey
 if ((${#missing[@]} || ${#manual[@]})); then
     print_missing "still missing after apt-get install"
-    echo "prereqs: (installed, but not where this shell looks: check PATH and the settings above)" >&2
+    ((${#manual[@]})) ||
+        echo "prereqs: (apt-get installed them, but not where this shell looks: check PATH and the settings above)" >&2
     print_manual
     exit 1
 fi
