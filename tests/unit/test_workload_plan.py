@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections import Counter
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ from engine.lab.workload.arcade import ArcadePlanner
 from engine.lab.workload.bank import BankPlanner
 from engine.lab.workload.fraud import SCENARIOS
 from engine.lab.workload.plan import EPOCH_US, INSERT, UPDATE, PgTxn, PlanConfig
+from engine.lab.workload.rng import Rng
 
 Planner = BankPlanner | ArcadePlanner
 
@@ -227,3 +229,29 @@ def test_arcade_ban_deletes_the_season_scores_in_the_same_transaction() -> None:
     labels = Counter(t.label for t in stream)
     for label in ("rename", "score_corrected", "match_abandoned", "player_removed", "unban"):
         assert labels[label] > 0, label
+
+
+def _devices(cfg: PlanConfig) -> list[object]:
+    planner = BankPlanner(cfg)
+    return [
+        st.key for txn in planner.setup() for st in txn.statements if st.table == "bank.devices"
+    ]
+
+
+def test_a_second_run_of_a_seed_draws_other_device_ids_and_a_fresh_schema_is_unchanged() -> None:
+    fresh = PlanConfig(seed=7, population=50)
+    assert fresh.uuid_salt == 0
+    first = _devices(fresh)
+    # With salt 0 a uuid is exactly the seed's raw draw (as before salting existed).
+    assert Rng(7).uuid4() == uuid.UUID(int=Rng(7).getrandbits(128), version=4)
+    # The second run starts after the first: ids and clock continue.
+    later = PlanConfig(
+        seed=7,
+        population=50,
+        start_us=EPOCH_US + 3_600_000_000,
+        id_bases={"bank.customers": 51, "bank.accounts": 70, "bank.merchants": 241},
+    )
+    second = _devices(later)
+    assert len(first) == len(second) == 50
+    assert not set(first) & set(second)
+    assert _devices(later) == second  # still a function of the seed and the start

@@ -70,6 +70,7 @@ class ArcadePlanner:
     def __init__(self, cfg: PlanConfig) -> None:
         self.cfg = cfg
         self.rng = Rng(cfg.seed)
+        self.rng.uuid_salt = cfg.uuid_salt
         self.ids = Ids(cfg.id_bases)
         self.sched = Scheduler(cfg.start_us)
         self.players: dict[int, Player] = {}

@@ -57,6 +57,7 @@ class BankPlanner:
     def __init__(self, cfg: PlanConfig) -> None:
         self.cfg = cfg
         self.rng = Rng(cfg.seed)
+        self.rng.uuid_salt = cfg.uuid_salt
         self.ids = Ids(cfg.id_bases)
         self.sched = Scheduler(cfg.start_us)
         self.world = BankWorld(cfg, self.rng, self.ids, self.sched)

@@ -7,6 +7,7 @@ microseconds since the Unix epoch so that arithmetic is exact.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 from collections.abc import Callable, Iterator, Mapping
@@ -89,6 +90,22 @@ class PlanConfig:
     start_us: int = EPOCH_US
     #: First free id per serial table (`schema.table` -> id); missing tables start at 1.
     id_bases: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def uuid_salt(self) -> int:
+        """What is mixed into the plan's uuids (bank device ids, arcade server ids).
+
+        Ids continue after what the database holds and the clock after its newest row,
+        but uuids are drawn from the seed alone: a second run of the same seed on the
+        same database would draw the first run's device ids again (a primary key). So
+        they are mixed with where this run starts (id bases, clock), which differs
+        from run to run on one database and is the same for the same starting
+        database. On a fresh schema the salt is 0: the uuids are exactly as drawn.
+        """
+        if self.start_us == EPOCH_US and all(v <= 1 for v in self.id_bases.values()):
+            return 0
+        where = repr((self.start_us, sorted(self.id_bases.items())))
+        return int.from_bytes(hashlib.sha256(where.encode()).digest()[:16], "big")
 
 
 class Ids:

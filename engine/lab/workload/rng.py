@@ -165,8 +165,11 @@ class Rng(random.Random):
         """Money amount in cents, log-normally spread around `median_eur`; at least 1 cent."""
         return max(1, round(median_eur * 100 * math.exp(self.gauss(0.0, sigma))))
 
+    #: XORed into every uuid4 (see `PlanConfig.uuid_salt`); 0 leaves them as drawn.
+    uuid_salt: int = 0
+
     def uuid4(self) -> uuid.UUID:
-        return uuid.UUID(int=self.getrandbits(128), version=4)
+        return uuid.UUID(int=self.getrandbits(128) ^ self.uuid_salt, version=4)
 
     def person_name(self) -> str:
         return f"{self.pick(_FIRST)} {self.pick(_LAST)}"
