@@ -41,6 +41,7 @@ def test_unknown_domain_is_a_usage_error_naming_the_domains() -> None:
         (["--fraud-rate", "0.9"], "--fraud-rate is a share"),
         (["--hot-keys", "1"], "--hot-keys is a share"),
         (["--population", "3"], "--population must be at least 10"),
+        (["--reconnect-timeout", "-1"], "--reconnect-timeout must be 0"),
     ],
 )
 def test_out_of_range_options_are_usage_errors(args: list[str], message: str) -> None:

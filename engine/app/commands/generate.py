@@ -36,6 +36,17 @@ way the database is consistent. Exit 1: Postgres unreachable, schema missing or 
 write failed; exit 2: bad option.
 
 \b
+Postgres restarted during a run: the generator reconnects (a line per attempt,
+for up to --reconnect-timeout seconds) and goes on at the first planned
+transaction that did not commit; each run keeps its progress in
+public.changefold_generate_runs, set in the same transaction as the rows. The
+database ends exactly as an uninterrupted run leaves it.
+
+\b
+Running a seed again on the same database adds a new run after the earlier
+ones (ids, time and uuids continue), as any second run does.
+
+\b
 Postgres is reached through CHANGEFOLD_PG_HOST / _PORT / _USER / _PASSWORD / _DATABASE
 (defaults: the local stack of `changefold stack up`).
 """
@@ -88,6 +99,17 @@ Postgres is reached through CHANGEFOLD_PG_HOST / _PORT / _USER / _PASSWORD / _DA
     help="Set synchronous_commit=off for the generator's session: commits stay atomic and "
     "ordered but do not wait for the disk (several times the rate on slow disks).",
 )
+@click.option(
+    "--reconnect-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    envvar="CHANGEFOLD_GENERATE_RECONNECT_S",
+    show_envvar=True,
+    help="When the connection to Postgres is lost (server restarted), keep trying to "
+    "reconnect for this many seconds, then resume the plan at the next transaction; "
+    "0 exits at once.",
+)
 @click.pass_obj
 def generate(
     settings: Settings,
@@ -99,6 +121,7 @@ def generate(
     hot_keys: float,
     population: int,
     async_commit: bool,
+    reconnect_timeout: float,
 ) -> None:
     """Write a realistic, reproducible workload into a demo domain's Postgres tables.
 
@@ -127,6 +150,7 @@ def generate(
         hot_keys=hot_keys,
         population=population,
         async_commit=async_commit,
+        reconnect_s=reconnect_timeout,
     )
     options.validate()
     console = Console(stderr=True)

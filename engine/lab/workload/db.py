@@ -34,10 +34,7 @@ def connect(settings: Settings, *, async_commit: bool = False) -> psycopg.Connec
     """
     pg = settings.stack
     try:
-        conn = psycopg.connect(pg.pg_conninfo(), autocommit=True)
-        if async_commit:
-            conn.execute("SET synchronous_commit = off")
-        return conn
+        return open_connection(settings, async_commit=async_commit)
     except psycopg.Error as exc:
         reason = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
         raise WorkloadError(
@@ -47,6 +44,18 @@ def connect(settings: Settings, *, async_commit: bool = False) -> psycopg.Connec
             "CHANGEFOLD_PG_HOST / CHANGEFOLD_PG_PORT / CHANGEFOLD_PG_DATABASE at a running "
             "server."
         ) from exc
+
+
+def open_connection(settings: Settings, *, async_commit: bool = False) -> psycopg.Connection:
+    """`connect` without the friendly error: raises psycopg.Error (reconnect attempts)."""
+    conn = psycopg.connect(settings.stack.pg_conninfo(), autocommit=True)
+    try:
+        if async_commit:
+            conn.execute("SET synchronous_commit = off")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def missing_tables(conn: psycopg.Connection, tables: Iterable[str]) -> list[str]:

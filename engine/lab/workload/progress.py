@@ -112,6 +112,18 @@ def summary_lines(s: RunSummary) -> list[str]:
         f"  seed {o.seed}, simulated time {s.sim_start:%Y-%m-%d %H:%M} -> "
         f"{s.sim_end:%Y-%m-%d %H:%M} UTC",
     ]
+    if s.earlier_runs:
+        steps = sum(r.steps for r in s.earlier_runs)
+        lines.append(
+            f"  seed {o.seed} was generated into this database before ({len(s.earlier_runs)} "
+            f"run(s), {steps:,} transactions); this run continued after them: new ids, later "
+            "simulated time, other uuids"
+        )
+    if s.reconnects:
+        lines.append(
+            f"  lost the connection to Postgres {s.reconnects} time(s); reconnected "
+            f"({s.outage_s:.1f} s in all) and resumed at the next planned transaction"
+        )
     if st.fell_behind:
         lines.append(
             f"  Postgres could not keep up with the target rate ({st.fell_behind} times more "

@@ -6,26 +6,34 @@ directly with a `Settings` pointing at their own database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
 
 from engine.core.config import Settings
 from engine.core.errors import WorkloadError, WorkloadUsageError
-from engine.lab.workload import db
+from engine.lab.workload import db, resume
 from engine.lab.workload.domains import Domain, get_domain
 from engine.lab.workload.plan import PlanConfig, to_datetime
-from engine.lab.workload.writer import ProgressFn, Tally, Writer
+from engine.lab.workload.resume import EarlierRun
+from engine.lab.workload.writer import ProgressFn, Tally, Writer, connection_lost
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds between moves of the key sequences during a run.
 _SEQUENCE_SYNC_S = 1.0
+#: Default of WorkloadOptions.reconnect_s (`--reconnect-timeout`): a restart of the
+#: server, even with crash recovery, is well within it.
+DEFAULT_RECONNECT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,9 @@ class WorkloadOptions:
     population: int = 300
     #: synchronous_commit=off for the generator's session (see db.connect).
     async_commit: bool = False
+    #: After a lost connection, seconds to keep trying to reconnect before giving up;
+    #: 0 stops at the first loss.
+    reconnect_s: float = DEFAULT_RECONNECT_S
 
     def validate(self) -> Domain:
         domain = get_domain(self.domain)
@@ -63,6 +74,11 @@ class WorkloadOptions:
             )
         if self.population < 10:
             raise WorkloadUsageError(f"--population must be at least 10, got {self.population}")
+        if not self.reconnect_s >= 0:
+            raise WorkloadUsageError(
+                f"--reconnect-timeout must be 0 (do not reconnect) or more seconds, "
+                f"got {self.reconnect_s:g}"
+            )
         return domain
 
     @property
@@ -85,6 +101,12 @@ class RunSummary:
     id_bases: dict[str, int]
     #: Scenario -> fraud cases written in this run (bank only).
     fraud_cases: dict[str, int] = field(default_factory=dict)
+    #: Earlier runs of the same domain and seed in this database (this one continued
+    #: after them: new ids, later simulated time, other uuids).
+    earlier_runs: list[EarlierRun] = field(default_factory=list)
+    #: Times the connection was lost and re-opened, and the seconds that took.
+    reconnects: int = 0
+    outage_s: float = 0.0
 
     @property
     def achieved_rate(self) -> float:
@@ -103,19 +125,40 @@ def run_workload(
     unreachable Postgres, a missing schema or a failed write."""
     domain = options.validate()
     stop = stop or threading.Event()
-    with db.connect(settings, async_commit=options.async_commit) as conn:
+    writer = Writer(db.connect(settings, async_commit=options.async_commit))
+    try:
+        return _run(writer, settings, domain, options, stop, progress, on_setup_done)
+    except psycopg.Error as exc:
+        raise WorkloadError(
+            f"Postgres failed during the {domain.name} run: {str(exc).strip()}\n"
+            "Every generated transaction commits or rolls back whole; the database is "
+            "consistent. Check that the server is running (`changefold stack status`)."
+        ) from exc
+    finally:
+        if writer.conn is not None:
+            writer.conn.close()
+
+
+def _retrying(writer: Writer, what: Callable[[psycopg.Connection], T]) -> T:
+    """Run an idempotent query on the writer's connection, reconnecting once it is lost."""
+    while True:
+        conn = writer.conn
+        assert conn is not None
         try:
-            return _run(conn, settings, domain, options, stop, progress, on_setup_done)
+            return what(conn)
         except psycopg.Error as exc:
-            raise WorkloadError(
-                f"Postgres failed during the {domain.name} run: {str(exc).strip()}\n"
-                "Every generated transaction commits or rolls back whole; the database is "
-                "consistent. Check that the server is running (`changefold stack status`)."
-            ) from exc
+            if writer.resumer is None or not connection_lost(conn, exc):
+                raise
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+            t0 = time.monotonic()
+            writer.conn, _ = writer.resumer.reconnect(exc, writer.step)
+            writer.outage_s += time.monotonic() - t0
+            writer.reconnects += 1
 
 
 def _run(
-    conn: psycopg.Connection,
+    writer: Writer,
     settings: Settings,
     domain: Domain,
     options: WorkloadOptions,
@@ -123,6 +166,8 @@ def _run(
     progress: ProgressFn | None,
     on_setup_done: ProgressFn | None,
 ) -> RunSummary:
+    conn = writer.conn
+    assert conn is not None
     missing = db.missing_tables(conn, domain.required)
     if missing:
         raise WorkloadError(
@@ -142,17 +187,43 @@ def _run(
         id_bases=bases,
     )
     planner = domain.planner(cfg)
-    writer = Writer(conn)
+    plan = {
+        "options": {k: v for k, v in asdict(options).items() if k != "reconnect_s"},
+        "id_bases": bases,
+        "start_us": start_us,
+    }
+    run_id, earlier = resume.register_run(conn, domain.name, options.seed, plan)
+    if run_id is not None:
+        writer.resumer = resume.Reconnector(
+            settings,
+            run_id,
+            timeout_s=options.reconnect_s,
+            async_commit=options.async_commit,
+            stop=stop,
+        )
     log.info(
         "%s: ids continue at %s, simulated clock at %s", domain.name, bases, to_datetime(start_us)
     )
+    if earlier:
+        log.info(
+            "%s: seed %d was generated into this database before (%d run(s), %d planned "
+            "transactions); this run continues after them with new ids, later times and "
+            "other uuids",
+            domain.name,
+            options.seed,
+            len(earlier),
+            sum(r.steps for r in earlier),
+        )
+
+    def sync(c: psycopg.Connection) -> None:
+        db.sync_sequences(c, domain.serial_keys, planner.ids.high_water())
 
     last_sync = [time.monotonic()]
 
     def on_batch(tally: Tally) -> None:
         now = time.monotonic()
         if now - last_sync[0] >= _SEQUENCE_SYNC_S:
-            db.sync_sequences(conn, domain.serial_keys, planner.ids.high_water())
+            _retrying(writer, sync)
             last_sync[0] = now
         if progress:
             progress(tally)
@@ -161,7 +232,7 @@ def _run(
     stream = Tally()
     try:
         writer.write_all(planner.setup(), setup, stop=stop, progress=on_batch)
-        db.sync_sequences(conn, domain.serial_keys, planner.ids.high_water())
+        _retrying(writer, sync)
         if on_setup_done:
             on_setup_done(setup)
         if not stop.is_set():
@@ -175,15 +246,17 @@ def _run(
                 progress=on_batch,
             )
     finally:
-        if not conn.closed and not conn.broken:
-            db.sync_sequences(conn, domain.serial_keys, planner.ids.high_water())
+        last = writer.conn
+        if last is not None and not last.closed and not last.broken:
+            sync(last)
     cases: dict[str, int] = {}
     if domain.truth_table:
         query = sql.SQL(
             "SELECT scenario, count(*) FROM {} WHERE case_id >= %s GROUP BY 1 ORDER BY 1"
         ).format(sql.Identifier(*domain.truth_table.split(".", 1)))
         start_id = bases.get(domain.truth_table, 1)
-        cases = {r[0]: int(r[1]) for r in conn.execute(query, (start_id,)).fetchall()}
+        rows = _retrying(writer, lambda c: c.execute(query, (start_id,)).fetchall())
+        cases = {r[0]: int(r[1]) for r in rows}
     return RunSummary(
         domain=domain.name,
         options=options,
@@ -195,4 +268,7 @@ def _run(
         hot_keys=list(planner.hot_keys),
         id_bases=bases,
         fraud_cases=cases,
+        earlier_runs=earlier,
+        reconnects=writer.reconnects,
+        outage_s=writer.outage_s,
     )
