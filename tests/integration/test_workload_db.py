@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,9 @@ from support import unique
 
 from engine.core.config import Settings
 from engine.core.errors import WorkloadError
+from engine.lab.stack.connect import Connect, load_connector_specs
+from engine.lab.stack.postgres import Postgres
+from engine.lab.stack.process import wait_until
 from engine.lab.workload import arcade_sql
 from engine.lab.workload.bank import BankPlanner
 from engine.lab.workload.fraud import SCENARIOS
@@ -333,3 +337,203 @@ def test_cli_missing_schema_exits_1_with_the_fix(fresh_db: MakeDb) -> None:
     assert done.returncode == 1
     assert "arcade schema is not loaded" in done.stderr
     assert "sql/source/arcade.sql" in done.stderr
+
+
+def _generate(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine", "generate", *args]
+
+
+# -- a second run of the same seed ---------------------------------------------------------
+
+
+def test_a_second_run_of_the_same_seed_continues_after_the_first(fresh_db: MakeDb) -> None:
+    opts = WorkloadOptions("bank", rate=3000, duration_s=1, seed=7, fraud_rate=0.05, population=60)
+    db, twin = fresh_db(), fresh_db()
+    first = run_workload(db, opts)
+    assert first.earlier_runs == []
+    second = run_workload(db, opts)  # device ids were a duplicate key here
+    assert [r.steps for r in second.earlier_runs] == [first.setup.txns + first.stream.txns]
+    # Its customers come after the first run's, each with its own devices.
+    start = second.id_bases["bank.customers"]
+    assert start > 60
+    devices = _one(
+        db, "SELECT count(DISTINCT customer_id) FROM bank.devices WHERE customer_id >= %s", (start,)
+    )
+    assert devices >= 60  # type: ignore[operator]
+    _assert_money_is_conserved(db)
+    # Still deterministic: the same two runs on another fresh database, row for row.
+    run_workload(twin, opts)
+    run_workload(twin, opts)
+    assert _rows(db, "bank", BANK_TABLES) == _rows(twin, "bank", BANK_TABLES)
+    # The CLI says that the seed ran here before, and goes on.
+    done = subprocess.run(
+        _generate("bank", "--seed", "7", "--rate", "2000", "--duration", "1", "--population", "60"),
+        env=_cli_env(db),
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "seed 7 was generated into this database before (2 run(s)" in done.stdout
+
+
+# -- Postgres restarts during a run ----------------------------------------------------------
+
+
+def _server(stack: Settings) -> Postgres:
+    return Postgres(stack)
+
+
+def _start_postgres(stack: Settings) -> None:
+    pg = _server(stack)
+    if pg.process.pid() is None:
+        pg.start()
+    ok, last = wait_until(pg.healthy, timeout_s=120)
+    assert ok, f"Postgres did not come back: {last}"
+
+
+def _stop_postgres(stack: Settings, *, crash: bool) -> None:
+    """Fast shutdown (what `stack down` does) or an immediate one: no checkpoint, so
+    the next start runs crash recovery, as after a power cut."""
+    pg = _server(stack)
+    pid = pg.process.pid()
+    assert pid is not None
+    if crash:
+        os.kill(pid, signal.SIGQUIT)
+        ok, _ = wait_until(lambda: not pg.process.alive(pid), timeout_s=60)
+        assert ok
+    else:
+        assert pg.process.stop(timeout_s=60)
+
+
+@pytest.fixture
+def restarts(stack: Settings) -> Iterator[Callable[..., None]]:
+    """Restarts the stack's Postgres; afterwards the stack is healthy again (server up,
+    connectors RUNNING) whatever the test did."""
+
+    def restart(*, crash: bool = False, down_s: float = 1.0) -> None:
+        _stop_postgres(stack, crash=crash)
+        time.sleep(down_s)
+        _start_postgres(stack)
+
+    yield restart
+    _start_postgres(stack)
+    connect = Connect(stack)
+    for spec in load_connector_specs(stack):
+        connect.wait_running(spec, timeout_s=180)
+
+
+def _restart_once_streaming(
+    restart: Callable[..., None], after_events: int, **how: object
+) -> tuple[Callable[[Tally], None], threading.Thread]:
+    """A progress callback that restarts Postgres (in a thread) once the stream has
+    written `after_events` events."""
+    thread = threading.Thread(target=lambda: restart(**how), daemon=True)
+
+    def progress(tally: Tally) -> None:
+        if tally.events >= after_events and not thread.is_alive() and not thread.ident:
+            thread.start()
+
+    return progress, thread
+
+
+@pytest.mark.parametrize(("domain", "crash"), [("arcade", True), ("bank", False)])
+def test_a_postgres_restart_mid_run_ends_with_the_rows_of_an_uninterrupted_run(
+    fresh_db: MakeDb, restarts: Callable[..., None], domain: str, crash: bool
+) -> None:
+    tables = BANK_TABLES if domain == "bank" else ARCADE_TABLES
+    opts = WorkloadOptions(domain, rate=1000, duration_s=6, seed=31, fraud_rate=0.05)
+    calm, bumpy = fresh_db(), fresh_db()
+    plain = run_workload(calm, opts)
+    in_stream = [False]
+
+    def setup_done(_: Tally) -> None:
+        in_stream[0] = True
+
+    trigger, thread = _restart_once_streaming(restarts, 1500, crash=crash)
+    summary = run_workload(
+        bumpy,
+        opts,
+        progress=lambda t: trigger(t) if in_stream[0] else None,
+        on_setup_done=setup_done,
+    )
+    thread.join(timeout=120)
+    assert summary.reconnects >= 1
+    assert summary.stream.txns == plain.stream.txns
+    assert summary.stream.events == plain.stream.events
+    rows = _rows(bumpy, domain, tables)
+    assert rows == _rows(calm, domain, tables)
+    # The progress marker counts every planned transaction once.
+    steps = _one(bumpy, "SELECT steps FROM public.changefold_generate_runs")
+    assert steps == plain.setup.txns + plain.stream.txns
+    if domain == "bank":
+        _assert_money_is_conserved(bumpy)
+
+
+def test_cli_reconnects_logging_each_attempt_and_resumes_the_plan(
+    fresh_db: MakeDb, stack: Settings, restarts: Callable[..., None]
+) -> None:
+    opts = WorkloadOptions("bank", rate=800, duration_s=6, seed=32, population=100)
+    calm, bumpy = fresh_db(), fresh_db()
+    run_workload(calm, opts)
+    proc = subprocess.Popen(
+        _generate("bank", "--seed", "32", "--rate", "800", "--duration", "6", "--population=100"),
+        env=_cli_env(bumpy),
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while int(_one(bumpy, "SELECT count(*) FROM bank.transactions")) < 1000:  # type: ignore[call-overload]
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the generator wrote too little within 60 s"
+            time.sleep(0.2)
+        restarts(down_s=3.0)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    where = f"127.0.0.1:{stack.stack.pg_port}"
+    assert f"lost the connection to Postgres at {where}" in err
+    assert f"reconnect attempt 1 to Postgres at {where} failed" in err
+    assert f"reconnected to Postgres at {where}" in err
+    assert "lost the connection to Postgres 1 time(s); reconnected" in out
+    assert "Traceback" not in err
+    assert _rows(bumpy, "bank", BANK_TABLES) == _rows(calm, "bank", BANK_TABLES)
+
+
+def test_cli_exits_with_a_clear_message_when_postgres_stays_down(
+    fresh_db: MakeDb, stack: Settings, restarts: Callable[..., None]
+) -> None:
+    db = fresh_db()
+    proc = subprocess.Popen(
+        _generate("arcade", "--rate", "500", "--duration", "0", "--reconnect-timeout", "3"),
+        env=_cli_env(db),
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while int(_one(db, "SELECT count(*) FROM arcade.scores")) < 200:  # type: ignore[call-overload]
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the generator wrote too little within 60 s"
+            time.sleep(0.2)
+        _stop_postgres(stack, crash=False)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _start_postgres(stack)
+    assert proc.returncode == 1, err
+    where = f"127.0.0.1:{stack.stack.pg_port}"
+    assert f"Postgres at {where} did not come back within 3 s" in err
+    assert "--reconnect-timeout" in err
+    assert "Traceback" not in err
