@@ -42,6 +42,8 @@ def up(settings: Settings) -> None:
     Connect worker, then register connectors/*.json and wait until they run.
 
     The first run resolves the jars with Maven. Progress is printed per component.
+    After a crash it starts what is missing and waits for the broker and the
+    connectors; if that fails it keeps what it restarted and is healthy.
     """
     click.echo(f"starting the stack in {settings.home}")
     _stack(settings).up(echo=click.echo)
@@ -60,7 +62,11 @@ def down(settings: Settings, purge: bool) -> None:
 @click.pass_obj
 def status(settings: Settings, as_json: bool) -> None:
     """Show each component's pid, port and health, the connectors' and tasks' states, and
-    the WAL each replication slot retains. Exits 1 when something is not healthy."""
+    the WAL each replication slot retains. Exits 1 when something is not healthy.
+
+    A connector is healthy when it and its tasks are RUNNING, its source database
+    answers and its replication slot is in use (Connect still says RUNNING while a task
+    retries a database that is down)."""
     report = _stack(settings).status()
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -90,6 +96,7 @@ def _stack(settings: Settings) -> Stack:
 
 def _print_status(report: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -105,11 +112,12 @@ def _print_status(report: dict[str, Any]) -> None:
     console.print(table)
     if report["connectors"]:
         ct = Table(title="connectors")
-        for col in ("connector", "state", "tasks"):
+        for col in ("connector", "state", "tasks", "health"):
             ct.add_column(col)
         for c in report["connectors"]:
             tasks = ", ".join(f"{t['id']}:{t['state']}" for t in c["tasks"]) or "-"
-            ct.add_row(c["name"], c["state"], tasks)
+            health = "[green]healthy[/]" if c["healthy"] else f"[red]{escape(c['problem'])}[/]"
+            ct.add_row(c["name"], c["state"], tasks, health)
         console.print(ct)
     if report["slots"]:
         st = Table(title="replication slots")

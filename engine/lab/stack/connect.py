@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectDistributed"
 GROUP_ID = "changefold-connect"
+#: How long a restarted connector may still report FAILED before the wait gives up.
+RESTART_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -203,45 +205,138 @@ class Connect:
 
     def wait_running(self, spec: ConnectorSpec, timeout_s: float) -> None:
         """Wait until the connector and all its tasks are RUNNING; fail fast on FAILED."""
-        deadline = time.monotonic() + timeout_s
-        last: dict[str, Any] | None = None
-        restarted = False
-        while time.monotonic() < deadline:
-            try:
-                last = self.connector_status(spec.name)
-            except httpx.HTTPError:
-                last = None
-            if last is not None:
-                states = [last["connector"]["state"]] + [t["state"] for t in last.get("tasks", [])]
-                failed = [t for t in last.get("tasks", []) if t["state"] == "FAILED"]
-                if (last["connector"]["state"] == "FAILED" or failed) and not restarted:
-                    # A task that failed earlier (say Postgres was down) gets one restart.
-                    log.info("connector %s has failed tasks; restarting them once", spec.name)
-                    self.restart_failed(spec.name)
-                    restarted = True
-                elif last["connector"]["state"] == "FAILED" or failed:
-                    trace = (failed[0] if failed else last["connector"]).get("trace", "")
+        self.wait_all_running([spec], timeout_s)
+
+    def wait_all_running(
+        self,
+        specs: Sequence[ConnectorSpec],
+        timeout_s: float,
+        progress: Callable[[str], None] | None = None,
+        progress_every_s: float = 10.0,
+    ) -> dict[str, float]:
+        """Wait until every connector and all its tasks are RUNNING, within one deadline.
+
+        A failed connector or task is restarted once, then fails the wait with its trace.
+        `progress` gets a line every `progress_every_s` while some are not RUNNING yet
+        (after a broker restart they are UNASSIGNED until the worker's group rebalances).
+        Returns the seconds each connector took.
+        """
+        t0 = time.monotonic()
+        deadline = t0 + timeout_s
+        next_progress = t0 + progress_every_s
+        last: dict[str, dict[str, Any] | None] = {spec.name: None for spec in specs}
+        took: dict[str, float] = {}
+        # Connector -> when its failed tasks were restarted (once; a restart takes a while).
+        restarted: dict[str, float] = {}
+        while True:
+            for spec in specs:
+                if spec.name in took:
+                    continue
+                try:
+                    status = self.connector_status(spec.name)
+                except httpx.HTTPError:
+                    status = None
+                last[spec.name] = status
+                if status is None:
+                    continue
+                failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"]
+                if status["connector"]["state"] == "FAILED" or failed:
+                    if spec.name not in restarted:
+                        # A task that failed earlier (say Postgres was down) gets one restart.
+                        log.info("connector %s has failed tasks; restarting them once", spec.name)
+                        self.restart_failed(spec.name)
+                        restarted[spec.name] = time.monotonic()
+                        continue
+                    if time.monotonic() - restarted[spec.name] < RESTART_GRACE_S:
+                        continue
+                    trace = (failed[0] if failed else status["connector"]).get("trace", "")
                     raise StackError(
                         "connect",
                         f"connector {spec.name!r} FAILED",
                         seen="\n".join(trace.splitlines()[:12]),
                         fix="see the worker log (.stack/run/connect.log) for the whole trace",
                     )
-                if last.get("tasks") and all(state == "RUNNING" for state in states):
-                    return
+                if running(status):
+                    took[spec.name] = time.monotonic() - t0
+            if len(took) == len(specs):
+                return took
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if progress is not None and now >= next_progress:
+                waiting = [s.name for s in specs if s.name not in took]
+                progress(
+                    f"waiting for {', '.join(describe_state(n, last[n]) for n in waiting)} "
+                    f"to run ({now - t0:.0f} s of {timeout_s:.0f} s)"
+                )
+                next_progress = now + progress_every_s
             time.sleep(0.5)
+        waiting = [s.name for s in specs if s.name not in took]
+        assignment = self.last_assignment()
         raise StackError(
             "connect",
-            f"connector {spec.name!r} did not reach RUNNING within {timeout_s:.0f} s",
-            seen=json.dumps(last, indent=2) if last else "(no status)",
-            fix="see the worker log for what it is waiting on",
+            f"connector{'s' if len(waiting) > 1 else ''} {', '.join(map(repr, waiting))} did "
+            f"not reach RUNNING within {timeout_s:.0f} s: "
+            + "; ".join(describe_state(n, last[n]) for n in waiting),
+            seen="\n".join(
+                [json.dumps({n: last[n] for n in waiting}, indent=2)]
+                + ([f"the worker's last assignment: {assignment}"] if assignment else [])
+            ),
+            fix="UNASSIGNED after a broker restart means the worker's group has not "
+            "rebalanced yet (the assignment's delay= says how long it waits); a worker "
+            "started with older settings keeps them until `changefold stack down` and "
+            "`changefold stack up`. Otherwise see the worker log (.stack/run/connect.log); "
+            "`changefold stack up` again waits once more (raise CHANGEFOLD_STARTUP_TIMEOUT_S "
+            "on a slow machine)",
         )
+
+    def last_assignment(self) -> str | None:
+        """The worker's last group assignment, as its log states it (with its delay=)."""
+        for line in reversed(self.process.tail(lines=400).splitlines()):
+            if "got assignment" in line:
+                return line[line.index("got assignment") :].strip()[:600]
+        return None
+
+    def stale_settings(self) -> list[str]:
+        """Settings a running worker was started without (its worker.properties is older
+        than this code): they apply once the worker is restarted."""
+        try:
+            text = self.props.read_text()
+        except FileNotFoundError:
+            return []
+        have = dict(
+            line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
+        )
+        return [
+            f"{key}={value}"
+            for key, value in self.properties().items()
+            if have.get(key) != str(value)
+        ]
 
     def restart_failed(self, name: str) -> None:
         with self._client() as http:
             http.post(
                 f"/connectors/{name}/restart", params={"includeTasks": "true", "onlyFailed": "true"}
             )
+
+
+def running(status: Mapping[str, Any]) -> bool:
+    """The connector and every one of its tasks (there is at least one) are RUNNING."""
+    tasks = status.get("tasks") or []
+    return (
+        status["connector"]["state"] == "RUNNING"
+        and bool(tasks)
+        and all(t["state"] == "RUNNING" for t in tasks)
+    )
+
+
+def describe_state(name: str, status: Mapping[str, Any] | None) -> str:
+    """ "arcade UNASSIGNED (task 0 UNASSIGNED)", for progress lines and errors."""
+    if status is None:
+        return f"{name} (no status yet)"
+    tasks = status.get("tasks") or []
+    detail = ", ".join(f"task {t['id']} {t['state']}" for t in tasks) or "no task yet"
+    return f"{name} {status['connector']['state']} ({detail})"
 
 
 def _call(

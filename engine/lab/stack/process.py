@@ -201,13 +201,18 @@ def wait_until(
     timeout_s: float,
     interval_s: float = 0.25,
     while_alive: Callable[[], bool] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    progress_every_s: float = 10.0,
 ) -> tuple[bool, str]:
     """Poll `check` until it is true or the deadline passes.
 
     Returns (ok, last_error): the error the last failed check raised, for messages.
     `while_alive` stops the wait early when the process being waited for died.
+    `progress` gets (seconds waited, last error) every `progress_every_s` meanwhile.
     """
-    deadline = time.monotonic() + timeout_s
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
+    next_progress = t0 + progress_every_s
     last_error = ""
     while True:
         try:
@@ -218,8 +223,12 @@ def wait_until(
             log.debug("not ready yet: %s", last_error)
         if while_alive is not None and not while_alive():
             return False, last_error
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             return False, last_error
+        if progress is not None and now >= next_progress:
+            progress(now - t0, last_error)
+            next_progress = now + progress_every_s
         time.sleep(interval_s)
 
 
