@@ -3,8 +3,9 @@
 Pure and vectorized: messages are grouped by (topic, value schema, key
 schema) with byte operations only, each group's payloads are parsed by one
 bulk JSON read, and the columns are converted with polars/numpy expressions.
-An event that cannot be decoded becomes a `DeadLetter` with the reason; the
-rest of the batch is unaffected.
+An event that cannot be decoded, or that contradicts its envelope's schema or
+its topic (engine.decode.violations), becomes a `DeadLetter` with the reason;
+the rest of the batch is unaffected.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import polars as pl
 
 from engine.core.errors import DecodeError
 from engine.core.positions import PartitionProgress
-from engine.decode import bulkjson
+from engine.decode import bulkjson, violations
 from engine.decode.convert import convert, placeholder_mask
 from engine.decode.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
 from engine.decode.logical import fingerprint, raw_dtype
@@ -37,14 +38,16 @@ from engine.decode.model import (
     absent_flag,
 )
 from engine.decode.records import DecodedBatch, RecordLike, raw_lookup
-from engine.decode.schemas import RowSchema, SchemaCache, from_specs, infer_columns
+from engine.decode.schemas import RowSchema, SchemaCache, Shape, from_specs, infer_columns
 
 log = logging.getLogger(__name__)
 
 OPS = ("c", "u", "d", "r", "t")
 _KEYED_OPS = ("c", "u", "d", "r")
 _ROW_OPS = ("c", "u", "r")
-_SOURCE = pl.Struct({"ts_ms": pl.Int64(), "lsn": pl.Int64()})
+_SOURCE = pl.Struct(
+    {"ts_ms": pl.Int64(), "lsn": pl.Int64(), "schema": pl.String(), "table": pl.String()}
+)
 _UNKNOWN_TOPIC = (
     "cannot tell the table from the topic name {topic!r}: a captured table's topic is "
     "<prefix>.<schema>.<table>"
@@ -208,12 +211,21 @@ class Decoder:
 
         n = len(group.index)
         reasons: dict[int, str] = {}
-        payload_schema = {
+        payload_schema: dict[str, pl.DataType] = {
             "op": pl.String(),
             "ts_ms": pl.Int64(),
             "source": _SOURCE,
             "after": value_row.struct,
         }
+        # Only an embedded schema says which columns are optional and which exist.
+        shape = value_row.shape if group.value_schema is not None else None
+        if shape is not None:
+            before_type = violations.before_struct(value_row)
+            if before_type is not None:
+                payload_schema["before"] = before_type
+            if shape.exact:
+                for name, _keys, probe, dtype in shape.optional:
+                    payload_schema.setdefault(name, pl.Struct({probe: dtype}))
         payloads, errors = bulkjson.parse_lines(group.values, payload_schema)
         reasons.update(errors)
 
@@ -258,6 +270,11 @@ class Decoder:
             reasons.setdefault(j, _NO_KEY)
         for j in np.flatnonzero(row_op & after_null).tolist():
             reasons.setdefault(j, f"a {ops[j]!r} event without an after image")
+        source = payloads.get_column("source")
+        for j, reason in violations.routing(group.topic, source).items():
+            reasons.setdefault(j, reason)
+        if shape is not None:
+            _check_rows(group, value_row, shape, payloads, row_op & ~after_null, reasons)
 
         key_names = {c.name for c in key_row.columns}
         value_cols: dict[str, pl.Series] = {}
@@ -278,7 +295,6 @@ class Decoder:
             _note(reasons, bad, lambda j, s=spec, r=raw: _cannot(s, r, j, "column"))
             value_cols[spec.name] = typed.alias(spec.name)
 
-        source = payloads.get_column("source")
         frame = pl.DataFrame(
             [
                 pl.Series(PARTITION, group.partitions, dtype=pl.Int32()),
@@ -324,6 +340,32 @@ class Decoder:
             dtypes = bulkjson.infer_schema(lines)
             key_row = from_specs(infer_columns(dtypes, {}))
         return value_row, key_row
+
+
+def _check_rows(
+    group: _Group,
+    value_row: RowSchema,
+    shape: Shape,
+    payloads: pl.DataFrame,
+    after_rows: np.ndarray,
+    reasons: dict[int, str],
+) -> None:
+    """Reasons for the group's events whose rows contradict the embedded schema."""
+    n = payloads.height
+    after = payloads.get_column("after")
+    before = payloads.get_column("before") if "before" in payloads.columns else None
+    candidates = np.ones(n, dtype=bool)
+    candidates[list(reasons)] = False
+    text, counts = violations.key_counts(group.values)
+    expected = violations.expected_keys(shape, payloads, after, before) if shape.exact else None
+    names = [c.name for c in value_row.columns]
+    for j in violations.suspects(shape, text, counts, expected, candidates).tolist():
+        reason = violations.unknown_fields_reason(group.values[j], names)
+        if reason is not None:
+            reasons.setdefault(j, reason)
+    missing = violations.not_optional(after, after_rows & candidates, value_row.columns)
+    for j, columns in missing.items():
+        reasons.setdefault(j, violations.not_optional_reason("after", columns, group.values[j]))
 
 
 def _inferred_value_row(values: list[bytes], known: TableSchema | None) -> RowSchema:
