@@ -26,6 +26,7 @@ def test_kafka_unreachable_is_a_clear_error(stack: Settings, tmp_path: Path) -> 
         str(tmp_path / "s.duckdb"),
         "--no-api",
         CHANGEFOLD_KAFKA_PORT=str(port),
+        CHANGEFOLD_KAFKA_WAIT_S="3",
     )
     assert done.returncode == 4, done.stderr
     assert f"cannot reach Kafka at 127.0.0.1:{port}" in done.stderr

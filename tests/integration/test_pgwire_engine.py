@@ -42,8 +42,10 @@ def test_psql_reads_the_live_state_and_writes_are_refused(stack: Settings, tmp_p
     try:
         wait_for(lambda: f"127.0.0.1:{pg_port}" in engine.output(), 60, "the Postgres endpoint")
         reads: list[tuple[int, int, int]] = []
-        with workload(stack, "bank", rate=200, duration_s=20, seed=41):
-            deadline = time.monotonic() + 19
+        # Long enough that a slow start (a loaded machine) still leaves psql many reads
+        # of a changing state.
+        with workload(stack, "bank", rate=200, duration_s=35, seed=41):
+            deadline = time.monotonic() + 34
             while time.monotonic() < deadline:
                 done = psql(pg_port, "-F", ",", "-c", " ".join(TORN.split()))
                 if done.returncode == 0:
