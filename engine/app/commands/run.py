@@ -30,7 +30,8 @@ Settings (flag, environment variable, default):
                  CHANGEFOLD_CONSUMER_SESSION_TIMEOUT_MS  10000
 
 Exit codes: 0 stopped by SIGINT/SIGTERM (or --idle-exit), 3 state file locked by
-another process, 4 Kafka unreachable (after CHANGEFOLD_KAFKA_WAIT_S), 5 a --topic does not exist, 1 other errors.
+another process, 4 Kafka unreachable (after CHANGEFOLD_KAFKA_WAIT_S), 5 a --topic
+does not exist, 1 other errors.
 """
 
 
