@@ -98,7 +98,6 @@ def test_two_members_split_the_partitions_and_one_takes_over(
             runner.stop.set()
             thread.join(timeout=60)
         assert not failure, failure
-        assert runner.stats.stale_batches == 0
         with store.reading() as conn:
             counts = compare_with_postgres(stack, conn, "arcade", "arcade")
             assert counts["scores"] > 50
@@ -108,5 +107,10 @@ def test_two_members_split_the_partitions_and_one_takes_over(
                 [settings.engine.group_id],
             ).fetchall()
         assert owners_now == [("member-1",)]
+        # One takeover: member-1's first batch of a partition it took over can have been
+        # polled before member-2's last batch of it committed; that one batch is refused
+        # as stale and skipped to the stored offsets (never applied twice: the mirrors
+        # above equal Postgres). More than one refusal would mean repeated overlap.
+        assert runner.stats.stale_batches <= 1, runner.stats
         # Taking over never moved an offset backwards.
         assert all(wanted[k] >= v for k, v in before.items())
