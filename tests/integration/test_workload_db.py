@@ -471,26 +471,38 @@ def test_a_postgres_restart_mid_run_ends_with_the_rows_of_an_uninterrupted_run(
         _assert_money_is_conserved(bumpy)
 
 
+def _start_generate(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    """`changefold generate ARGS` against `settings`' database, its output piped."""
+    return subprocess.Popen(
+        _generate(*args),
+        env=_cli_env(settings),
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_rows(proc: subprocess.Popen[str], settings: Settings, table: str, rows: int) -> None:
+    """Wait (60 s at most) until the running generator has written `rows` to `table`."""
+    deadline = time.monotonic() + 60
+    while int(_one(settings, f"SELECT count(*) FROM {table}")) < rows:  # type: ignore[call-overload]
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the generator wrote too little within 60 s"
+        time.sleep(0.2)
+
+
 def test_cli_reconnects_logging_each_attempt_and_resumes_the_plan(
     fresh_db: MakeDb, stack: Settings, restarts: Callable[..., None]
 ) -> None:
     opts = WorkloadOptions("bank", rate=800, duration_s=6, seed=32, population=100)
     calm, bumpy = fresh_db(), fresh_db()
     run_workload(calm, opts)
-    proc = subprocess.Popen(
-        _generate("bank", "--seed", "32", "--rate", "800", "--duration", "6", "--population=100"),
-        env=_cli_env(bumpy),
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = _start_generate(
+        bumpy, "bank", "--seed", "32", "--rate", "800", "--duration", "6", "--population=100"
     )
     try:
-        deadline = time.monotonic() + 60
-        while int(_one(bumpy, "SELECT count(*) FROM bank.transactions")) < 1000:  # type: ignore[call-overload]
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the generator wrote too little within 60 s"
-            time.sleep(0.2)
+        _wait_rows(proc, bumpy, "bank.transactions", 1000)
         restarts(down_s=3.0)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -511,20 +523,11 @@ def test_cli_exits_with_a_clear_message_when_postgres_stays_down(
     fresh_db: MakeDb, stack: Settings, restarts: Callable[..., None]
 ) -> None:
     db = fresh_db()
-    proc = subprocess.Popen(
-        _generate("arcade", "--rate", "500", "--duration", "0", "--reconnect-timeout", "3"),
-        env=_cli_env(db),
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = _start_generate(
+        db, "arcade", "--rate", "500", "--duration", "0", "--reconnect-timeout", "3"
     )
     try:
-        deadline = time.monotonic() + 60
-        while int(_one(db, "SELECT count(*) FROM arcade.scores")) < 200:  # type: ignore[call-overload]
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the generator wrote too little within 60 s"
-            time.sleep(0.2)
+        _wait_rows(proc, db, "arcade.scores", 200)
         _stop_postgres(stack, crash=False)
         _, err = proc.communicate(timeout=60)
     finally:
