@@ -50,13 +50,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Keep the DuckDB state equal to the captured Postgres tables.",
     ),
     "dlq": (
-        "engine.app.commands.run",
+        "engine.app.commands.dlq",
         "dlq",
         "List dead letters, newest first: change events the engine could not decode or "
         "apply, with topic, partition, offset, key, raw value, the reason and when.",
     ),
     "bench": (
-        "engine.app.commands.run",
+        "engine.app.commands.bench",
         "bench",
         "Benchmarks that print figures (not tests).",
     ),

@@ -21,7 +21,7 @@ from engine.serve.output import print_table
 #: What `--help` must not load: each costs from a few hundred ms to seconds cold.
 HEAVY = ("duckdb", "polars", "pyarrow", "kafka", "psycopg", "httpx", "fastapi", "numpy")
 
-#: The commands of engine/app/commands/run.py, whose module imports the engine at the
+#: Commands whose module imports the engine at the
 #: top (another change; see the issue 14 report): their --help still loads it.
 EAGER: set[str] = set()
 
