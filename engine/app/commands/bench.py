@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import click
 
@@ -124,3 +125,90 @@ def bench_fold(
     )
     target = run_.rate.per_second >= 50_000 and ratio >= 0.5
     echo(f"targets (>= 50,000 records/s and >= 0.5x raw): {'met' if target else 'NOT met'}")
+
+
+@bench.command("latency")
+@click.option(
+    "--rate",
+    default=2000.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Bank generator target, change events per second.",
+)
+@click.option(
+    "--duration",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds measured (after the warm-up).",
+)
+@click.option(
+    "--warmup",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds of traffic first, not counted (the generator's setup burst, the "
+    "engine's first batches).",
+)
+@click.option(
+    "--probe-ms",
+    default=50.0,
+    show_default=True,
+    type=click.FloatRange(min=5),
+    help="How often the probe asks the query API for the frontier.",
+)
+@click.option("--seed", default=None, type=int, help="Generator seed (default: from the clock).")
+@click.option(
+    "--population",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Bank customers the generator creates at the start.",
+)
+@click.option(
+    "--max-wait-ms",
+    default=None,
+    type=click.IntRange(min=1),
+    help="The engine's poll wait (else CHANGEFOLD_BATCH_MAX_WAIT_MS, 200).",
+)
+@click.pass_obj
+def bench_latency(
+    settings: Settings,
+    rate: float,
+    duration: float,
+    warmup: float,
+    probe_ms: float,
+    seed: int | None,
+    population: int,
+    max_wait_ms: int | None,
+) -> None:
+    """Freshness at the live tail: the bank generator writes --rate events/s through
+    Postgres and Debezium while `changefold run` (a child process, fresh state file,
+    fresh consumer group, started at the topics' current ends) folds them.
+
+    \b
+    Prints, for the --duration seconds after --warmup:
+      freshness p50/p95/p99 per event: source commit time (the END record's ts_ms)
+        to the moment a query first sees the transaction (a probe asks the API
+        `SELECT 1` every --probe-ms; every answer names its frontier LSN);
+      batch records, decode, fold and Kafka commit ms percentiles (_changefold.batches);
+      events/s committed in Postgres and made visible by the engine;
+      CPU (user + system) of the engine process per visible event.
+
+    Needs a running stack (`changefold stack up`) and a free CHANGEFOLD_API_PORT;
+    writes to the bank tables of its Postgres. Figures, not a test: the machine's
+    other load shows in them (the load average is printed)."""
+    from engine.lab import latency
+
+    opts = latency.Options(
+        rate=rate,
+        duration=duration,
+        warmup=warmup,
+        probe_ms=probe_ms,
+        seed=seed if seed is not None else int(time.time()) % 1_000_000,
+        population=population,
+        max_wait_ms=max_wait_ms,
+    )
+    text = latency.run(settings, opts, click.echo)
+    click.echo(f"\nchangefold bench latency: bank at {rate:,.0f} events/s, {os.cpu_count()} CPUs")
+    click.echo(text)
