@@ -56,6 +56,8 @@ class End:
     commit_ms: int
     #: Change events it wrote to the followed topics.
     events: int
+    #: The END record's Kafka timestamp (the Connect producer's CreateTime), epoch ms.
+    kafka_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +197,8 @@ class Summary:
     kafka_commit_ms: dict[float, float]
     engine_freshness_ms: dict[float, float]
     cpu_seconds: float
+    #: Per event: source commit -> its END in Kafka (Debezium and the Connect producer).
+    to_kafka_ms: dict[float, float] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -244,6 +248,9 @@ def summarize(
         kafka_commit_ms=percentiles(b.commit_ms for b in bs),
         engine_freshness_ms=percentiles(b.freshness_ms for b in bs if b.freshness_ms is not None),
         cpu_seconds=cpu_seconds,
+        to_kafka_ms=weighted_percentiles(
+            (e.kafka_ms - e.commit_ms, e.events) for e in in_window if e.kafka_ms is not None
+        ),
     )
 
 
@@ -273,6 +280,11 @@ def report(s: Summary, *, rate: float, warmup: float, probe_ms: float, load: str
             f"commit -> visible to a query; probe every {probe_ms:.0f} ms, "
             f"resolution ~{s.resolution_ms:.0f} ms)"
             + (f"; {s.unseen_events:,} events never seen" if s.unseen_events else ""),
+        ),
+        (
+            "  of which commit -> Kafka",
+            f"{_ps(s.to_kafka_ms, ' ms') if s.to_kafka_ms else 'n/a'} (per event: the END "
+            "record's Kafka timestamp; Debezium and the Connect producer)",
         ),
         ("batches", f"{s.batches:,} finished in the window"),
         ("batch records p50/p95/p99", _ps(s.batch_records)),
@@ -307,6 +319,7 @@ class Options:
     seed: int
     population: int
     max_wait_ms: int | None = None
+    async_commit: bool = False
 
 
 def run(settings: Settings, opts: Options, echo: Echo) -> str:
@@ -343,6 +356,7 @@ def run(settings: Settings, opts: Options, echo: Echo) -> str:
                 sys.executable, "-m", "engine", "generate", "bank",
                 "--rate", str(opts.rate), "--duration", str(opts.warmup + opts.duration + 5),
                 "--seed", str(opts.seed), "--population", str(opts.population),
+                *(["--async-commit"] if opts.async_commit else []),
             ],
             env=env, stdout=gen_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -581,7 +595,9 @@ def _read_ends(settings: Settings, starts: dict[tuple[str, int], int], echo: Ech
                 for r in records:
                     end = parse_marker(r.topic, r.partition, r.offset, r.value)
                     if end is not None:
-                        out.append(End(end.lsn, end.ts_ms, sum(n for _, n in end.counts)))
+                        out.append(
+                            End(end.lsn, end.ts_ms, sum(n for _, n in end.counts), r.timestamp)
+                        )
                 if records[-1].offset >= stop[tp] - 1:
                     remaining.discard(tp)
     finally:

@@ -57,8 +57,8 @@ def test_summary_counts_only_the_window() -> None:
     ends = [
         End(lsn=950, commit_ms=94_800, events=4),  # warm-up: left out
         # Missed by the probe sent at 100.9, seen by the one answered at 101.01: 255 ms.
-        End(lsn=1010, commit_ms=100_700, events=4),
-        End(lsn=1050, commit_ms=104_000, events=2),  # 104.9 .. 105.01: 955 ms
+        End(lsn=1010, commit_ms=100_700, events=4, kafka_ms=100_760),
+        End(lsn=1050, commit_ms=104_000, events=2, kafka_ms=104_500),  # 104.9 .. 105.01: 955 ms
         End(lsn=1150, commit_ms=114_000, events=9),  # after the window
     ]
     batches = [
@@ -78,6 +78,9 @@ def test_summary_counts_only_the_window() -> None:
     text = report(s, rate=2000, warmup=15, probe_ms=50, load="1.0-1.2/0.9-1.0/0.5-0.5")
     assert "freshness p50/p95/p99" in text and "255 ms / 955 ms / 955 ms" in text
     assert "100,000 us per visible event" in text
+    # The Debezium/Connect leg, per event: 4 events at 60 ms, 2 at 500 ms.
+    assert [s.to_kafka_ms[q] for q in (50.0, 95.0, 99.0)] == [60, 500, 500]
+    assert "60 ms / 500 ms / 500 ms" in text
 
 
 def test_an_empty_window_reports_without_failing() -> None:

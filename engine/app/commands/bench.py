@@ -171,6 +171,13 @@ def bench_fold(
     type=click.IntRange(min=1),
     help="The engine's poll wait (else CHANGEFOLD_BATCH_MAX_WAIT_MS, 200).",
 )
+@click.option(
+    "--async-commit",
+    is_flag=True,
+    help="The generator's sessions with synchronous_commit=off (when Postgres cannot "
+    "reach --rate waiting for the disk; a commit reaches Debezium once the WAL writer "
+    "flushes it).",
+)
 @click.pass_obj
 def bench_latency(
     settings: Settings,
@@ -181,6 +188,7 @@ def bench_latency(
     seed: int | None,
     population: int,
     max_wait_ms: int | None,
+    async_commit: bool,
 ) -> None:
     """Freshness at the live tail: the bank generator writes --rate events/s through
     Postgres and Debezium while `changefold run` (a child process, fresh state file,
@@ -208,6 +216,7 @@ def bench_latency(
         seed=seed if seed is not None else int(time.time()) % 1_000_000,
         population=population,
         max_wait_ms=max_wait_ms,
+        async_commit=async_commit,
     )
     text = latency.run(settings, opts, click.echo)
     click.echo(f"\nchangefold bench latency: bank at {rate:,.0f} events/s, {os.cpu_count()} CPUs")
