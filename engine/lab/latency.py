@@ -197,7 +197,7 @@ class Summary:
     kafka_commit_ms: dict[float, float]
     engine_freshness_ms: dict[float, float]
     cpu_seconds: float
-    #: Per event: source commit -> its END in Kafka (Debezium and the Connect producer).
+    #: Per event: source commit -> its END's CreateTime (handed to the Connect producer).
     to_kafka_ms: dict[float, float] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -284,7 +284,8 @@ def report(s: Summary, *, rate: float, warmup: float, probe_ms: float, load: str
         (
             "  of which commit -> Kafka",
             f"{_ps(s.to_kafka_ms, ' ms') if s.to_kafka_ms else 'n/a'} (per event: the END "
-            "record's Kafka timestamp; Debezium and the Connect producer)",
+            "record's Kafka CreateTime, set when Connect hands it to its producer: "
+            "Debezium's part; the producer's linger and send are not in it)",
         ),
         ("batches", f"{s.batches:,} finished in the window"),
         ("batch records p50/p95/p99", _ps(s.batch_records)),

@@ -199,6 +199,7 @@ def bench_latency(
       freshness p50/p95/p99 per event: source commit time (the END record's ts_ms)
         to the moment a query first sees the transaction (a probe asks the API
         `SELECT 1` every --probe-ms; every answer names its frontier LSN);
+      of which commit -> Kafka: the END record's CreateTime (Debezium's part);
       batch records, decode, fold and Kafka commit ms percentiles (_changefold.batches);
       events/s committed in Postgres and made visible by the engine;
       CPU (user + system) of the engine process per visible event.
