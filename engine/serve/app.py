@@ -21,6 +21,17 @@ Endpoints:
   (`consistent_as_of`, `consistency`) and API counters.
 - `GET /metrics/prometheus`: the same in the Prometheus text format.
 - `GET /openapi.json`: the OpenAPI description of the above.
+- `POST /snapshot` (internal, for `changefold snapshot` and the tools that read a
+  state the engine holds: dlq, diff, eval, sql --state/--as-of): writes a
+  consistent copy of the whole state (engine.state.snapshot) into a new file and
+  answers `{"path", "tables", "rows", "views", "seconds", "size_bytes",
+  "consistent_as_of", "consistency"}`. The client names no path: the file is
+  always a fresh `state.duckdb` in a new private directory (mode 0700) under
+  `<home>/snapshots/` (`ApiOptions.snapshot_dir`), so the endpoint cannot write
+  anywhere else nor overwrite anything; only loopback clients are served (403
+  otherwise), one snapshot at a time (429), and snapshots left there for more
+  than `snapshot_keep_s` are removed by the next request. The client moves or
+  deletes the file when done.
 
 Every error answer, of any endpoint and status (404, 405, 413, 422 included), has
 that one shape `{"error": kind, "message": ...}`.
@@ -39,11 +50,15 @@ pool, each on its own DuckDB cursor, never in the event loop.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -62,6 +77,7 @@ from engine.serve import formats, metrics, prom
 from engine.serve.guard import size_text, watchdog
 from engine.serve.query import QueryLimits, run_query
 from engine.state import frontier
+from engine.state import snapshot as state_snapshot
 from engine.state.reader import StateReader
 
 log = logging.getLogger(__name__)
@@ -79,6 +95,11 @@ class ApiOptions:
     #: orders transactions (None: not known; the most recently updated frontier).
     group_id: str | None = None
     transactions: str | None = None
+    #: Where POST /snapshot writes (None: snapshots are not served), how long one may
+    #: take, and after how long a snapshot left there is removed.
+    snapshot_dir: Path | None = None
+    snapshot_timeout_s: float = 900.0
+    snapshot_keep_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiOptions:
@@ -91,6 +112,7 @@ class ApiOptions:
             limits=QueryLimits.from_settings(settings),
             group_id=settings.engine.group_id,
             transactions=settings.engine.transactions,
+            snapshot_dir=settings.home / "snapshots",
         )
 
     @property
@@ -130,6 +152,10 @@ _STATUS = {"busy": 429, "unavailable": 503}
 #: Error kind per HTTP status of the framework's own errors.
 _HTTP_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
+#: The file a snapshot is written to, inside its own new directory.
+SNAPSHOT_FILE = "state.duckdb"
+_SNAPSHOT_PREFIX = "snapshot-"
+
 
 def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
     """The ASGI app answering from `reader`."""
@@ -146,6 +172,7 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
         max_body_size=options.max_body_bytes,
     )
     slots = threading.BoundedSemaphore(options.max_concurrent_queries)
+    snapshotting = threading.Lock()
     stats = ApiStats()
     app.state.reader = reader
     app.state.stats = stats
@@ -180,7 +207,8 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
         if status == 404:
             message = (
                 f"no such endpoint: {request.url.path}; the API serves POST /query, "
-                "GET /health, /metrics, /metrics/prometheus and /openapi.json"
+                "GET /health, /metrics, /metrics/prometheus and /openapi.json (and, to "
+                "loopback clients, POST /snapshot)"
             )
         elif status == 405:
             allowed = Headers(exc.headers or {}).get("allow", "")
@@ -279,7 +307,75 @@ def build_app(reader: StateReader, options: ApiOptions) -> FastAPI:
         text = prom.render(_figures(reader, options), stats.snapshot())
         return Response(text, media_type=prom.CONTENT_TYPE)
 
+    @app.post("/snapshot", summary="Write a consistent copy of the state (internal, loopback)")
+    def take_snapshot(request: Request) -> JSONResponse:
+        if not _loopback(request):
+            return JSONResponse(
+                {"error": "forbidden", "message": "snapshots are served to loopback clients only"},
+                status_code=403,
+            )
+        if options.snapshot_dir is None:
+            return JSONResponse(
+                {"error": "not_found", "message": "this API serves no snapshots"}, status_code=404
+            )
+        if not snapshotting.acquire(blocking=False):
+            raise QueryError("busy", "a snapshot is being written already; retry once it is done")
+        try:
+            snap = _write_snapshot(reader, options, options.snapshot_dir)
+        finally:
+            snapshotting.release()
+        log.info(
+            "snapshot of %s into %s: %d tables, %d rows in %.2f s (%s)",
+            reader.state_file, snap.path, snap.tables, snap.rows, snap.seconds,
+            snap.consistency.line,
+        )  # fmt: skip
+        return JSONResponse({**snap.to_json(), "state_file": reader.state_file})
+
     return app
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client is not None else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _write_snapshot(
+    reader: StateReader, options: ApiOptions, directory: Path
+) -> state_snapshot.Snapshot:
+    """A snapshot into a fresh private directory under `directory` (old ones removed)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _remove_old_snapshots(directory, options.snapshot_keep_s)
+    own = Path(tempfile.mkdtemp(prefix=_SNAPSHOT_PREFIX, dir=directory))
+    try:
+        with (
+            reader.cursor() as cur,
+            watchdog().watch(cur, owner=reader, timeout_s=options.snapshot_timeout_s) as watch,
+        ):
+            try:
+                return state_snapshot.copy_state(
+                    cur, own / SNAPSHOT_FILE, scope=options.frontier_scope, check=watch.check
+                )
+            except duckdb.Error as exc:
+                if watch.reason is not None:
+                    raise watch.error() from None
+                raise ApiError(f"cannot write the snapshot: {exc}") from None
+    except BaseException:
+        shutil.rmtree(own, ignore_errors=True)
+        raise
+
+
+def _remove_old_snapshots(directory: Path, keep_s: float) -> None:
+    cutoff = time.time() - keep_s
+    for old in directory.glob(_SNAPSHOT_PREFIX + "*"):
+        try:
+            if old.is_dir() and not old.is_symlink() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+                log.info("removed the snapshot %s, left for over %g s", old, keep_s)
+        except OSError:
+            continue
 
 
 def too_large_response(max_body_bytes: int) -> JSONResponse:

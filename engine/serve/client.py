@@ -1,4 +1,4 @@
-"""A small client of the query API (used by `changefold sql`)."""
+"""A small client of the query API (used by `changefold sql`, `snapshot` and the tools)."""
 
 from __future__ import annotations
 
@@ -52,5 +52,30 @@ class ApiClient:
         if response.status_code != 200:
             raise QueryError(
                 str(answer.get("error", "failed")), str(answer.get("message", response.text))
+            )
+        return answer
+
+    def snapshot(self, *, timeout_s: float = 900.0) -> dict[str, Any]:
+        """POST /snapshot: the engine writes a consistent copy of its state into a new file
+        under its home and answers where (`path`) and as of what (`consistency`)."""
+        try:
+            response = httpx.post(f"{self.url}/snapshot", timeout=timeout_s)
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"the engine's API at {self.url} did not answer the snapshot request ({exc})"
+            ) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ApiError(
+                f"the API at {self.url} answered HTTP {response.status_code} without JSON; is "
+                "that URL the changefold engine's API?"
+            )
+        if response.status_code != 200 or "path" not in answer:
+            raise ApiError(
+                f"the engine's API at {self.url} could not write a snapshot: "
+                f"{answer.get('message', response.text)}"
             )
         return answer
