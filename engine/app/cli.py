@@ -71,6 +71,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Compare two state files table by table: rows only in A, only in B, and rows whose "
         "values differ (matched on the primary key), with a sample of each.",
     ),
+    "snapshot": (
+        "engine.app.commands.snapshot",
+        "snapshot",
+        "Write a consistent copy of the state (every table, view, dead letter and the "
+        "frontier) into a new DuckDB file, also while the engine runs.",
+    ),
     "eval": (
         "engine.app.commands.eval",
         "eval_group",

@@ -23,18 +23,21 @@ def dlq(settings: Settings, limit: int, topic: str | None, as_json: bool, state_
     apply, with topic, partition, offset, key, raw value, the reason and when.
 
     Opens the state file read-only; while `changefold run` holds it (DuckDB
-    allows one process), stop the engine first.
+    allows one process), reads a snapshot the engine writes on request
+    (`changefold snapshot`), and says on standard error which source position
+    it is consistent as of.
     """
     from rich.console import Console
     from rich.table import Table
 
+    from engine.app.commands.snapshot import readable
     from engine.state import deadletters
     from engine.state.store import Store
 
     path = state_path or settings.engine.state_path
     if not Path(path).exists():
         raise click.ClickException(f"no state file at {path}: run `changefold run` first")
-    with Store(path, read_only=True) as store:
+    with readable(settings, Path(path)) as source, Store(source, read_only=True) as store:
         store.migrate(settings.state_sql_dir)
         with store.reading() as conn:
             letters = deadletters.listing(conn, limit=limit, topic=topic)

@@ -39,8 +39,9 @@ def eval_group() -> None:
     "--state",
     "state_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the alerts from this state file, opened read-only (the engine must be "
-    "stopped). Default: through the running engine's API, else CHANGEFOLD_STATE_PATH.",
+    help="Read the alerts from this state file, opened read-only (while the engine holds "
+    "it: a snapshot the engine writes). Default: through the running engine's API, else "
+    "CHANGEFOLD_STATE_PATH.",
 )
 @click.option("--api", "api_url", help="URL of the engine's query API (default CHANGEFOLD_API_*).")
 @click.option(
@@ -91,6 +92,7 @@ def fraud(
 def _read_alerts(
     settings: Settings, api_url: str | None, state_path: Path | None
 ) -> tuple[list[Alert], datetime | None]:
+    from engine.app.commands.snapshot import readable
     from engine.serve.client import ApiClient
     from engine.state.reader import StateReader
 
@@ -101,14 +103,16 @@ def _read_alerts(
             rows: list[Any] = _api_rows(client, _ALERTS, settings.api.api_max_rows)
             clock = _api_rows(client, _CLOCK, 1)
             return [_alert(_api_alert_row(r)) for r in rows], _when(clock[0][0]) if clock else None
-    reader = StateReader.open_file(state_path or settings.engine.state_path)
-    try:
-        with reader.cursor() as cur:
-            _require_views(cur)
-            rows = cur.execute(_ALERTS).fetchall()
-            clock_rows = cur.execute(_CLOCK).fetchall()
-    finally:
-        reader.close()
+    # A file the running engine holds is read through a snapshot it writes.
+    with readable(settings, Path(state_path or settings.engine.state_path)) as source:
+        reader = StateReader.open_file(source)
+        try:
+            with reader.cursor() as cur:
+                _require_views(cur)
+                rows = cur.execute(_ALERTS).fetchall()
+                clock_rows = cur.execute(_CLOCK).fetchall()
+        finally:
+            reader.close()
     return [_alert(r) for r in rows], clock_rows[0][0] if clock_rows else None
 
 

@@ -155,19 +155,29 @@ def _progress() -> Progress:
     help="Leave this column out of the comparison (repeatable), e.g. a detection time.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
 def diff(
-    a: Path, b: Path, exclude: tuple[str, ...], ignore_columns: tuple[str, ...], as_json: bool
+    settings: Settings,
+    a: Path,
+    b: Path,
+    exclude: tuple[str, ...],
+    ignore_columns: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Compare two state files table by table: rows only in A, only in B, and rows whose
     values differ (matched on the primary key), with a sample of each.
 
     Exits 0 when they are equal, 1 when they differ: the tool to check a rebuilt
-    or shadow state against the live one (compare a copy of the live file, or
-    stop the engine first: DuckDB lets one process open a file being written).
+    or shadow state against the live one. A file the running engine holds is read
+    through a snapshot the engine writes on request (`changefold snapshot`), and
+    standard error says which source position it is consistent as of.
     """
+    from engine.app.commands.snapshot import readable
     from engine.replay.diff import diff_states
 
-    result = diff_states(a, b, exclude=exclude, ignore_columns=ignore_columns)
+    with readable(settings, a) as source_a, readable(settings, b) as source_b:
+        result = diff_states(source_a, source_b, exclude=exclude, ignore_columns=ignore_columns)
+    result.a, result.b = a, b
     if as_json:
         click.echo(json.dumps(_as_dict(result), indent=2, default=str))
     else:

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
     "--state",
     "state_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Open this state file read-only and never ask the API (the engine must be "
-    "stopped, as DuckDB allows one process on a file).",
+    help="Open this state file read-only and never ask the API for rows (while an engine "
+    "holds the file, DuckDB allows one process on it: a snapshot the engine writes).",
 )
 @click.option(
     "--as-of",
@@ -127,19 +127,30 @@ def _answer(
     state_path: Path | None,
     max_rows: int | None,
 ) -> dict[str, Any]:
-    from engine.serve import formats
+    from engine.app.commands.snapshot import readable
     from engine.serve.client import ApiClient
-    from engine.serve.query import run_query
-    from engine.state import frontier
-    from engine.state.reader import StateReader
 
     if state_path is None:
         client = ApiClient(api_url or settings.api.url)
         if api_url or client.health() is not None:
             log.info("querying through the API at %s", client.url)
             return client.query(query, max_rows=max_rows)
-    path = state_path or settings.engine.state_path
+    path = Path(state_path or settings.engine.state_path)
     log.info("no engine API answered; opening %s read-only", path)
+    # A file the running engine holds (--state, or no API answered) is read through a
+    # snapshot the engine writes.
+    with readable(settings, path) as source:
+        return _answer_file(settings, query, source, max_rows)
+
+
+def _answer_file(
+    settings: Settings, query: str, path: Path, max_rows: int | None
+) -> dict[str, Any]:
+    from engine.serve import formats
+    from engine.serve.query import run_query
+    from engine.state import frontier
+    from engine.state.reader import StateReader
+
     reader = StateReader.open_file(path)
     try:
         limit = min(max_rows or settings.api.api_max_rows, settings.api.api_max_rows)
