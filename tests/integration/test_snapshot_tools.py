@@ -1,8 +1,10 @@
-"""`dlq`, `snapshot --into` and `diff <live> <replay>` while `changefold run` holds the state."""
+"""`dlq`, `snapshot --into`, `sql`, `eval` and `diff <live> <replay>` while `changefold run`
+holds the state."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -48,6 +50,23 @@ def test_tools_work_while_the_engine_runs(stack: Settings, tmp_path: Path) -> No
             assert con.execute("SELECT count(*) FROM _changefold.offsets").fetchall()[0][0] > 0
         finally:
             con.close()
+
+        # sql and eval on the held file itself (--state): through a snapshot too.
+        rows = changefold(
+            stack, "sql", "--state", str(live), "SELECT count(*) AS n FROM bank.accounts",
+            "-f", "csv", **env,
+        )  # fmt: skip
+        assert rows.returncode == 0, rows.stderr
+        assert "read a snapshot" in rows.stderr and int(rows.stdout.splitlines()[1]) > 0
+        scored = changefold(stack, "eval", "fraud", "--state", str(live), **env)
+        assert scored.returncode == 0, scored.stderr
+        assert "read a snapshot" in scored.stderr and "fraud cases" in scored.stdout
+        # --as-of builds its own replay file: it never needed the engine's.
+        as_of = changefold(
+            stack, "sql", "--as-of", datetime.now(UTC).isoformat(),
+            "SELECT count(*) AS n FROM bank.accounts", "-f", "csv", timeout_s=600, **env,
+        )  # fmt: skip
+        assert as_of.returncode == 0, as_of.stderr
 
         rebuilt = tmp_path / "replay.duckdb"
         replay = changefold(
