@@ -44,6 +44,8 @@ _HELPS = [
     "generate",
     "eval fraud",
     "bench fold",
+    "bench latency",
+    "snapshot",
 ]
 
 
