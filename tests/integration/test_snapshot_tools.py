@@ -33,6 +33,20 @@ def test_tools_work_while_the_engine_runs(stack: Settings, tmp_path: Path) -> No
                 return False
 
         wait_for(api_up, 60, "the engine's API")
+
+        def folded() -> bool:
+            # The tools below read what the engine folded: wait until it has the workload.
+            try:
+                answer = httpx.post(
+                    f"{settings.api.url}/query",
+                    json={"sql": "SELECT count(*) FROM bank.transactions", "format": "json"},
+                    timeout=10,
+                ).json()
+                return int(answer["rows"][0][0]) > 0
+            except (httpx.TransportError, ValueError, KeyError, IndexError, TypeError):
+                return False
+
+        wait_for(folded, 120, "the engine to fold the workload")
         assert engine.proc.poll() is None, engine.output()[-3000:]
 
         dlq = changefold(stack, "dlq", "--json", **env)
