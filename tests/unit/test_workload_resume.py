@@ -211,9 +211,16 @@ class _Conn:
 
 
 def test_connection_lost_tells_a_broken_link_from_a_failed_statement() -> None:
-    op = psycopg.OperationalError("server closed the connection unexpectedly")
+    op = psycopg.OperationalError("could not serialize access due to concurrent update")
     assert connection_lost(cast(psycopg.Connection, _Conn(broken=True)), op)
     assert not connection_lost(cast(psycopg.Connection, _Conn(broken=False)), op)
+    # libpq's words for a server gone mid-pipeline, before psycopg marks the link broken
+    # (seen when Postgres restarted under the generator).
+    gone = psycopg.OperationalError(
+        "consuming input failed: cannot exit pipeline mode while busy\n"
+        "server closed the connection unexpectedly"
+    )
+    assert connection_lost(cast(psycopg.Connection, _Conn(broken=False)), gone)
     dup = psycopg.errors.UniqueViolation("duplicate key")
     assert not connection_lost(cast(psycopg.Connection, _Conn(broken=True)), dup)
     shutdown = psycopg.errors.AdminShutdown("terminating connection")

@@ -93,12 +93,24 @@ class ConnectionLostError(Exception):
         self.cause = cause
 
 
+#: What libpq says when the server closed the link.
+_LINK_GONE = "server closed the connection unexpectedly"
+
+
 def connection_lost(conn: psycopg.Connection | None, exc: BaseException) -> bool:
     """Whether `exc` means the link to the server is gone (not a failed statement)."""
-    if not isinstance(exc, psycopg.OperationalError):
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return False
     if conn is None or conn.broken or conn.closed:
         return True
+    # A server gone while a pipeline was in flight: libpq reports the pipeline's state
+    # ("cannot exit pipeline mode while busy") with the lost link in the same message,
+    # before the connection is marked broken.
+    pgconn = getattr(conn, "pgconn", None)
+    if _LINK_GONE in str(exc) or (pgconn is not None and pgconn.status != psycopg.pq.ConnStatus.OK):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
     state = exc.sqlstate or ""
     return state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
