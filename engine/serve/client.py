@@ -40,15 +40,7 @@ class ApiClient:
                 f"the query API at {self.url} did not answer ({exc}); is the engine "
                 "(`changefold run`) still running?"
             ) from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ApiError(
-                f"the query API at {self.url} answered HTTP {response.status_code} without "
-                "JSON; is that URL the changefold engine's API?"
-            )
+        answer = self._json_object(response, "the query API")
         if response.status_code != 200:
             raise QueryError(
                 str(answer.get("error", "failed")), str(answer.get("message", response.text))
@@ -64,18 +56,23 @@ class ApiClient:
             raise ApiError(
                 f"the engine's API at {self.url} did not answer the snapshot request ({exc})"
             ) from None
+        answer = self._json_object(response, "the API")
+        if response.status_code != 200 or "path" not in answer:
+            raise ApiError(
+                f"the engine's API at {self.url} could not write a snapshot: "
+                f"{answer.get('message', response.text)}"
+            )
+        return answer
+
+    def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        """The answer's JSON object; ApiError when the answer is not one (not our API)."""
         try:
             answer = response.json()
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
             raise ApiError(
-                f"the API at {self.url} answered HTTP {response.status_code} without JSON; is "
+                f"{what} at {self.url} answered HTTP {response.status_code} without JSON; is "
                 "that URL the changefold engine's API?"
-            )
-        if response.status_code != 200 or "path" not in answer:
-            raise ApiError(
-                f"the engine's API at {self.url} could not write a snapshot: "
-                f"{answer.get('message', response.text)}"
             )
         return answer
