@@ -25,6 +25,13 @@ _TXN = b'"transaction":'
 _BEGIN = b'"payload":{"status":"BEGIN",'
 #: The block as Debezium writes it: {"id":"<id>","total_order":N,...
 _BLOCK = re.compile(rb'\{"id":"([^"]*)","total_order":(\d+)')
+#: An END's payload as Debezium's JsonConverter writes it, at the record's end.
+_END = re.compile(
+    rb'"payload":\{"status":"END","id":"([^"\\]*)","event_count":\d+,'
+    rb'"data_collections":\[((?:\{"data_collection":"[^"\\]*","event_count":\d+\},?)*)\],'
+    rb'"ts_ms":(\d+)\}\}\s*$'
+)
+_COLLECTION = re.compile(rb'\{"data_collection":"([^"\\]*)","event_count":(\d+)\}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +136,26 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
     not transaction metadata."""
     if value is None or value.rfind(_BEGIN, max(len(value) - 512, 0)) >= 0:
         return None
+    at = value.rfind(b'"payload":{"status":"END",')
+    found = _END.match(value, at) if at >= 0 else None
+    if found is not None:
+        # The usual shape, read without parsing the JSON; anything else is parsed.
+        prefix = prefix_of(topic)
+        txn_id = found.group(1).decode()
+        return TxnEnd(
+            xid=xid_of_id(txn_id),
+            lsn=_lsn_of_id(txn_id),
+            ts_ms=int(found.group(3)),
+            counts=tuple(
+                sorted(
+                    (f"{prefix}.{c.decode()}", int(n))
+                    for c, n in _COLLECTION.findall(found.group(2))
+                )
+            ),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
     _schema, payload = split(value)
     data: Any = json.loads(payload)
     if not isinstance(data, dict) or "status" not in data or "id" not in data:
