@@ -23,7 +23,9 @@ import ui
 # (without this entry script) when a deep link is the first request after a start.
 PAGES = Path(__file__).parent / "app_pages"
 
-st.set_page_config(page_title="changefold", page_icon=":material/cyclone:", layout="wide")
+# An emoji favicon: the browser draws it from an inline SVG. A ":material/..." favicon
+# would be fetched from a font CDN, off the machine.
+st.set_page_config(page_title="changefold", page_icon="🌀", layout="wide")
 
 navigation = st.navigation(
     [
