@@ -120,17 +120,18 @@ def when_ms(value: Any) -> str:
 
 
 def seconds(value: float) -> str:
-    if value < 10:
+    """A duration in seconds with one decimal ('0.3 s', '12.0 s', '431.5 s'), the one
+    unit of every page; beyond 10 minutes in minutes or hours (a stalled state)."""
+    if value < 600:
         return f"{value:.1f} s"
-    if value < 120:
-        return f"{value:.0f} s"
     if value < 7200:
-        return f"{value / 60:.0f} min"
+        return f"{value / 60:.1f} min"
     return f"{value / 3600:.1f} h"
 
 
 def millis(value: float) -> str:
-    return f"{value:.0f} ms" if value < 10_000 else seconds(value / 1000)
+    """A duration given in milliseconds, shown as `seconds` (one unit everywhere)."""
+    return seconds(value / 1000)
 
 
 def size(n: Any) -> str:

@@ -4,6 +4,7 @@ slots, dead letters, schema versions."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import altair as alt
@@ -55,8 +56,8 @@ def engine_panels() -> None:
     k[4].metric("Dead letters", ui.count(dead.get("total", 0)))
     k[5].metric("Schema versions", ui.count(versions.get("versions", 0)))
     st.caption(
-        f"figures over the last {figures.get('window_s', 60):g} s · "
-        f"{through.get('batches', 0)} batches, {ui.size(through.get('bytes'))} read"
+        f"these figures: the engine's metrics window, the last {figures.get('window_s', 60):g} s"
+        f" · {through.get('batches', 0)} batches, {ui.size(through.get('bytes'))} read"
         + ("" if fp95 is None else f" · freshness p95 {ui.millis(fp95)}")
     )
 
@@ -76,12 +77,22 @@ def engine_panels() -> None:
         rate_chart = _bars(partitions, "records_per_s", "records/s", ",.1f")
         a, b = st.columns(2)
         a.altair_chart(lag_chart, key="pl_lag")
+        behind = partitions.filter(pl.col("lag").fill_null(0) > 0).height
+        a.caption(
+            f"all {partitions.height} partitions caught up (lag 0)"
+            if behind == 0
+            else f"{behind} of {partitions.height} partitions behind the end of their topic"
+        )
         b.altair_chart(rate_chart, key="pl_rate")
+        b.caption(
+            f"records folded per second per partition, the last {figures.get('window_s', 60):g} s"
+        )
         st.dataframe(
             partitions.select(
                 "topic", "partition", "member", "next_offset", "end_offset", "lag", "records_per_s"
             ),
             hide_index=True,
+            height=_fit(partitions.height),
             key="pl_partitions",
         )
 
@@ -91,13 +102,23 @@ def engine_panels() -> None:
         {"stage": s.removesuffix("_ms"), **(timings.get(s) or {})}
         for s in ("decode_ms", "fold_ms", "commit_ms")
     ]
-    left, right = st.columns([1, 2])
+    figures_s = ("avg", "p50", "p95", "max")
+    left, right = st.columns([2, 3])
     left.dataframe(
         pl.DataFrame(stages, schema={"stage": pl.String, "avg": pl.Float64, "p50": pl.Float64,
-                                     "p95": pl.Float64, "max": pl.Float64}),
+                                     "p95": pl.Float64, "max": pl.Float64})
+        .with_columns(pl.col(figures_s) / 1000.0),
         hide_index=True,
         key="pl_timings",
+        column_config={
+            "stage": "stage",
+            **{f: st.column_config.NumberColumn(f"{f} (s)", format="%.2f") for f in figures_s},
+        },
     )  # fmt: skip
+    left.caption(
+        f"seconds per batch and stage, the last {figures.get('window_s', 60):g} s "
+        "(two decimals: a commit takes milliseconds)"
+    )
     with right:
         recent_batches()
 
@@ -122,36 +143,41 @@ def engine_panels() -> None:
     else:
         st.caption("no member holds a partition")
 
-    dl, sv = st.columns(2)
-    with dl:
-        st.subheader("Dead letters")
-        st.caption(
-            f"{ui.count(dead.get('total', 0))} in total"
-            + "".join(f" · {stage}: {n}" for stage, n in (dead.get("by_stage") or {}).items())
-        )
-        table("pl_dead", queries.DEAD_LETTERS, 20, "no dead letters")
-    with sv:
-        st.subheader("Schema versions")
-        table("pl_versions", queries.SCHEMA_VERSIONS, 200, "no schema recorded yet")
-
-
-def _bars(frame: pl.DataFrame, field: str, title: str, number_format: str) -> alt.Chart:
-    return (
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
-            alt.X(
-                f"{field}:Q",
-                title=title,
-                axis=alt.Axis(format=number_format, tickMinStep=1),
-                scale=alt.Scale(domainMin=0, nice=True),
-            ),
-            alt.Y("tp:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
-            alt.Color("member:N", title="member"),
-            tooltip=["topic:N", "partition:Q", "member:N", "lag:Q", "records_per_s:Q"],
-        )
-        .properties(height=max(120, 26 * frame.height))
+    # one above the other, at full width: side by side, their columns are cut off
+    st.subheader("Dead letters")
+    st.caption(
+        f"{ui.count(dead.get('total', 0))} in total"
+        + "".join(f" · {stage}: {n}" for stage, n in (dead.get("by_stage") or {}).items())
     )
+    table("pl_dead", queries.DEAD_LETTERS, 20, "no dead letters")
+    st.subheader("Schema versions")
+    table("pl_versions", queries.SCHEMA_VERSIONS, 200, "no schema recorded yet")
+
+
+def _fit(rows: int) -> int:
+    """Pixels of a table that shows `rows` rows and its header without scrolling."""
+    return 35 * (rows + 1) + 3
+
+
+def _bars(frame: pl.DataFrame, field: str, title: str, number_format: str) -> alt.LayerChart:
+    """One bar per partition with its value written next to it, so that a zero (no lag)
+    reads as "0" on an axis that still spans at least 0..10."""
+    peak = float(frame[field].fill_null(0).max() or 0)
+    base = alt.Chart(frame).encode(
+        alt.X(
+            f"{field}:Q",
+            title=title,
+            axis=alt.Axis(format=number_format, tickMinStep=1),
+            scale=alt.Scale(domain=[0, max(10.0, peak * 1.15)], nice=True),
+        ),
+        alt.Y("tp:N", title=None, sort=None, axis=alt.Axis(labelLimit=260, labelOverlap=False)),
+        tooltip=["topic:N", "partition:Q", "member:N", "lag:Q", "records_per_s:Q"],
+    )
+    bars = base.mark_bar().encode(alt.Color("member:N", title="member"))
+    labels = base.mark_text(align="left", dx=4, color="#31333f").encode(
+        alt.Text(f"{field}:Q", format=number_format)
+    )
+    return (bars + labels).properties(height=max(120, 26 * frame.height))
 
 
 def recent_batches() -> None:
@@ -163,21 +189,34 @@ def recent_batches() -> None:
     if batches.is_empty():
         st.caption("no batch yet")
         return
-    long = batches.select("finished_at", "decode_ms", "fold_ms", "commit_ms").unpivot(
-        index="finished_at", variable_name="stage", value_name="ms"
+    long = (
+        batches.select("finished_at", "decode_ms", "fold_ms", "commit_ms")
+        .unpivot(index="finished_at", variable_name="stage", value_name="ms")
+        .with_columns(
+            (pl.col("ms") / 1000.0).alias("seconds"), pl.col("stage").str.strip_suffix("_ms")
+        )
     )
     chart = (
         alt.Chart(long)
         .mark_area()
         .encode(
-            alt.X("finished_at:T", title="finished at", axis=alt.Axis(format="%H:%M:%S")),
-            alt.Y("ms:Q", stack=True, title="ms per batch"),
-            alt.Color("stage:N"),
-            tooltip=["finished_at:T", "stage:N", "ms:Q"],
+            alt.X("finished_at:T", title="batch finished (wall clock, UTC)",
+                  axis=alt.Axis(format="%H:%M:%S")),
+            alt.Y("seconds:Q", stack=True, title="seconds per batch"),
+            alt.Color("stage:N", sort=["decode", "fold", "commit"]),
+            tooltip=["finished_at:T", "stage:N", alt.Tooltip("seconds:Q", format=".2f")],
         )
-        .properties(height=200)
-    )
+        .properties(height=220)
+    )  # fmt: skip
     st.altair_chart(chart, key="pl_batches")
+    lo, hi = batches["finished_at"].min(), batches["finished_at"].max()
+    span = (
+        f", {lo.astimezone(dt.UTC):%H:%M:%S} to {hi.astimezone(dt.UTC):%H:%M:%S} UTC "
+        f"({ui.seconds((hi - lo).total_seconds())})"
+        if isinstance(lo, dt.datetime) and isinstance(hi, dt.datetime)
+        else ""
+    )
+    st.caption(f"the newest {batches.height} batches{span}")
 
 
 def table(key: str, sql: str, rows: int, empty: str) -> None:

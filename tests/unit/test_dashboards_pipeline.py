@@ -29,9 +29,11 @@ def test_partitions_batches_members_dead_letters_and_versions(served: Served) ->
     lags = {(t, p): lag for t, p, lag in partitions[["topic", "partition", "lag"]].values}
     assert lags == {(t, p): 5 * p for t, n, _ in TOPICS for p in range(n)}
     assert metric(at, "Lag (records)") == str(sum(lags.values()))
-    # engine_figures: freshness 300 .. 410 ms over the batches
-    assert metric(at, "Freshness (p50)") == "355 ms"
-    assert any(re.search(r"freshness p95 40[45] ms", c) for c in texts(at.caption))
+    # engine_figures: freshness 300 .. 410 ms over the batches; one unit on the page:
+    # seconds with one decimal
+    assert metric(at, "Freshness (p50)") == "0.4 s"
+    assert any(re.search(r"freshness p95 0\.4 s", c) for c in texts(at.caption))
+    assert not any(re.search(r"\d ms\b", c) for c in texts(at.caption) + texts(at.metric))
     rates = partitions.set_index(["topic", "partition"])["records_per_s"]
     for topic, _, _ in TOPICS:
         assert rates[(topic, 0)] == 3 * rates[(topic, 1)] > 0, "skew must show"
@@ -39,6 +41,14 @@ def test_partitions_batches_members_dead_letters_and_versions(served: Served) ->
     timings = frame_with(at, "p95")
     assert list(timings["stage"]) == ["decode", "fold", "commit"]
     assert timings["p50"].notna().all()
+    # in seconds: engine_figures' fold takes 9 .. 12 ms
+    assert 0.009 <= timings[timings["stage"] == "fold"]["p50"].iloc[0] <= 0.012
+    # captions say what the charts cover: the lag state, the batches' span
+    assert any("4 of 6 partitions behind the end of their topic" in c for c in texts(at.caption))
+    assert any(
+        re.search(r"the newest 12 batches, \d\d:\d\d:\d\d to \d\d:\d\d:\d\d UTC \(5\.5 s\)", c)
+        for c in texts(at.caption)
+    )
 
     members = frame_with(at, "assigned")
     assert sorted(zip(members["member"], members["partitions"], strict=True)) == [
@@ -52,6 +62,17 @@ def test_partitions_batches_members_dead_letters_and_versions(served: Served) ->
     assert len(versions) == served.rows("SELECT count(*) FROM _changefold.schema_versions")[0][0]
     assert metric(at, "Dead letters") == "1" and metric(at, "Schema versions") == "3"
     assert len(at.get("vega_lite_chart")) == 3, "lag, rate and batch timing charts"
+
+
+def test_zero_lag_reads_as_caught_up(served: Served) -> None:
+    served.con.execute("UPDATE _changefold.batch_partitions SET end_offset = next_offset, lag = 0")
+    at = open_page("pipeline")
+    assert metric(at, "Lag (records)") == "0"
+    assert any("all 6 partitions caught up (lag 0)" in c for c in texts(at.caption))
+    lag_chart = at.get("vega_lite_chart")[0].proto.spec
+    assert '"mark": {"type": "text"' in lag_chart or '"type": "text"' in lag_chart, (
+        "the lag bars carry their value as text, so 0 shows"
+    )
 
 
 def test_the_frontier_the_state_is_consistent_as_of(served: Served) -> None:
