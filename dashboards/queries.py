@@ -33,6 +33,14 @@ LEADERBOARD_WINDOW = _BOARD.format(table=f"{LIVE}.leaderboard_window")
 #: The event-time clocks of the views (newest event time folded), and the batch.
 PROGRESS = f"SELECT name, clock, batch_id, updated FROM {LIVE}.progress ORDER BY name"
 
+#: The top five of the all-time board (the overview's board).
+TOP_FIVE = f"""
+SELECT rank, name, country, total_points
+FROM {LIVE}.leaderboard
+ORDER BY rank, total_points DESC, player_id
+LIMIT 5
+"""
+
 #: Players on the all-time board (for counts on the overview).
 BOARD_SIZE = f"SELECT count(*) AS players, max(total_points) AS top FROM {LIVE}.leaderboard"
 
@@ -70,12 +78,22 @@ RULES = (
     "new_account_large_transfer",
 )
 
-#: The newest alerts, newest detection first.
+#: The newest alerts, newest event time (the source clock) first.
 ALERTS = f"""
 SELECT alert_id, detected_at, event_time, rule, severity, account_id, customer_id,
        reason, len(evidence_txn_ids) AS evidence, evidence_txn_ids, window_start, window_end
 FROM {LIVE}.fraud_alerts
-ORDER BY detected_at DESC, event_time DESC, alert_id
+ORDER BY event_time DESC, severity DESC, alert_id
+"""
+
+#: Alerts per rule per minute of detection (wall clock), over the last 30 minutes
+#: before the newest detection.
+ALERTS_PER_MINUTE = f"""
+SELECT time_bucket(INTERVAL 1 MINUTE, detected_at) AS minute, rule, count(*) AS alerts
+FROM {LIVE}.fraud_alerts
+WHERE detected_at > (SELECT max(detected_at) FROM {LIVE}.fraud_alerts) - INTERVAL 30 MINUTE
+GROUP BY ALL
+ORDER BY minute, rule
 """
 
 #: Alerts per rule, and the newest detection.
@@ -134,6 +152,19 @@ SELECT batch_id, member, finished_at, records, bytes, upserts, deletes, dead_let
        decode_ms, fold_ms, commit_ms, freshness_ms
 FROM _changefold.batches
 ORDER BY batch_id DESC
+"""
+
+#: Records folded per second and freshness per 10 s of wall clock (batch finish
+#: times), over the 10 minutes before the newest batch.
+FOLD_OVER_TIME = """
+SELECT time_bucket(INTERVAL 10 SECOND, finished_at) AS bucket,
+       sum(records) / 10.0 AS records_per_s,
+       quantile_cont(freshness_ms, 0.5) / 1000.0 AS freshness_p50_s,
+       max(freshness_ms) / 1000.0 AS freshness_max_s
+FROM _changefold.batches
+WHERE finished_at > (SELECT max(finished_at) FROM _changefold.batches) - INTERVAL 10 MINUTE
+GROUP BY ALL
+ORDER BY bucket
 """
 
 #: The newest dead letters, without the raw bytes.

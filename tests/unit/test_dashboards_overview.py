@@ -3,8 +3,10 @@ controls, sources' status and headline figures; with the API up and down."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from dashboards_support import Served, metric, nothing_up, open_page, texts
+from dashboards_support import Served, frame_with, metric, nothing_up, open_page, texts
 
 
 def test_status_and_headlines_with_the_stack_down(served: Served) -> None:
@@ -24,6 +26,21 @@ def test_status_and_headlines_with_the_stack_down(served: Served) -> None:
         "Consistent as of **2026-12-02 15:04:05.123 UTC** (LSN 0/1A2B3C8, transaction 877)" in c
         for c in texts(at.caption)
     )
+
+
+def test_the_first_charts_and_the_top_five(served: Served) -> None:
+    at = open_page()
+    assert [h.value for h in at.subheader][:4] == [
+        "Folded (records/s)", "Freshness (s)", "Fraud alerts per minute", "Top 5 players",
+    ]  # fmt: skip
+    assert len(at.get("vega_lite_chart")) == 3, "records/s, freshness, alerts per minute"
+    top = frame_with(at, "total_points")
+    expected = served.rows("SELECT name, total_points FROM live.leaderboard ORDER BY rank LIMIT 5")
+    assert list(zip(top["name"], top["total_points"], strict=True)) == expected
+    captions = " ".join(texts(at.caption))
+    # engine_figures: 12 batches 0.5 s apart, all within the last 10 minutes
+    assert re.search(r"per 10 s of batch finish time, \d\d:\d\d:\d\d to", captions)
+    assert "wall clock UTC" in captions
 
 
 def test_a_fresh_engine_has_applied_no_transaction_yet(served: Served) -> None:
