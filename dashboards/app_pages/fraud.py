@@ -10,6 +10,9 @@ import data
 import queries
 import ui
 
+#: The evidence picker's first option: whichever alert tops the feed.
+TOP = "top"
+
 #: Severity bands (the rules give 0.6 .. 1.0).
 HIGH, MEDIUM = 0.85, 0.7
 
@@ -24,14 +27,26 @@ def bands(severity: pl.Expr) -> pl.Expr:
     )
 
 
+#: Every time on this page is an event time: the clock of the source rows.
+CLOCK = "event time (source clock, UTC)"
+#: Rows of the tables with long reasons: taller than 4 rem, where Streamlit's table
+#: wraps text, so a reason shows whole on up to three lines.
+WRAPPED = 68
+
 st.title(":material/gpp_maybe: Fraud")
-c1, c2 = st.columns([3, 1])
+st.caption(
+    ":material/schedule: Times on this page are event times: the source's own clock "
+    "(`created_at` of the bank's rows, which the generator simulates), in UTC; not the "
+    "wall clock of detection."
+)
+# pills over the page's full width: every rule's name shows whole (a multiselect cuts
+# its chips off)
+rules = st.pills(
+    "Rules", queries.RULES, selection_mode="multi", default=list(queries.RULES),
+    key="fr_rules", format_func=lambda r: r.replace("_", " "),
+) or []  # fmt: skip
+c1, _ = st.columns([1, 2])
 with c1:
-    rules = st.multiselect(
-        "Rules", queries.RULES, default=list(queries.RULES), key="fr_rules",
-        format_func=lambda r: r.replace("_", " "),
-    )  # fmt: skip
-with c2:
     min_severity = st.slider(
         "Minimum severity", 0.0, 1.0, 0.0, step=0.05, key="fr_severity",
         help=f"high ≥ {HIGH}, medium ≥ {MEDIUM}",
@@ -70,52 +85,47 @@ def panels() -> None:
 
     st.subheader("Alert feed")
     st.dataframe(
-        feed.select(
-            "detected_at", "level", "severity", "rule", "account_id", "reason", "evidence",
-            "event_time",
-        ),
+        feed.select("event_time", "severity", "level", "rule", "account_id", "evidence", "reason"),
         hide_index=True,
-        height=360,
+        height=WRAPPED * 8 + 38,
+        row_height=WRAPPED,
         column_config={
-            "detected_at": st.column_config.DatetimeColumn("Detected", format="HH:mm:ss"),
-            "level": "Level",
-            "severity": st.column_config.ProgressColumn(
-                "Severity", min_value=0.0, max_value=1.0, format="%.2f"
+            "event_time": st.column_config.DatetimeColumn(
+                "Event time (UTC)", format="YYYY-MM-DD HH:mm:ss", width=150
             ),
-            "rule": "Rule",
-            "account_id": st.column_config.NumberColumn("Account", format="%d"),
-            "reason": st.column_config.TextColumn("Reason", width="large"),
-            "evidence": st.column_config.NumberColumn("Txns", format="%d"),
-            "event_time": st.column_config.DatetimeColumn("Event time"),
+            "severity": st.column_config.ProgressColumn(
+                "Severity", min_value=0.0, max_value=1.0, format="%.2f", width=100
+            ),
+            "level": st.column_config.TextColumn("Level", width=72),
+            "rule": st.column_config.TextColumn("Rule", width=190),
+            "account_id": st.column_config.NumberColumn("Account", format="%d", width=70),
+            "evidence": st.column_config.NumberColumn("Txns", format="%d", width=45),
+            "reason": st.column_config.TextColumn("Reason", width=300),
         },
         key="fr_feed",
     )  # fmt: skip
     if alerts.truncated:
         st.caption(f"the newest {alerts.row_count} alerts")
     drill_down(feed)
-    risk_col, rules_col = st.columns(2)
-    with rules_col:
-        per_rule()
-    with risk_col:
-        st.subheader("Flagged accounts")
-        st.dataframe(
-            risk.select(
-                "account_id", "risk_score", "risk_level", "alerts_7d", "top_rule", "reason"
+    st.subheader("Flagged accounts")
+    st.dataframe(
+        risk.select("account_id", "risk_score", "risk_level", "alerts_7d", "top_rule", "reason"),
+        hide_index=True,
+        height=WRAPPED * 6 + 38,
+        row_height=WRAPPED,
+        column_config={
+            "account_id": st.column_config.NumberColumn("Account", format="%d", width=70),
+            "risk_score": st.column_config.ProgressColumn(
+                "Risk", min_value=0.0, max_value=1.0, format="%.2f", width=100
             ),
-            hide_index=True,
-            height=360,
-            column_config={
-                "account_id": st.column_config.NumberColumn("Account", format="%d"),
-                "risk_score": st.column_config.ProgressColumn(
-                    "Risk", min_value=0.0, max_value=1.0, format="%.2f"
-                ),
-                "risk_level": "Level",
-                "alerts_7d": st.column_config.NumberColumn("Alerts 7 d", format="%d"),
-                "top_rule": "Top rule",
-                "reason": st.column_config.TextColumn("Why", width="large"),
-            },
-            key="fr_risk",
-        )
+            "risk_level": st.column_config.TextColumn("Level", width=72),
+            "alerts_7d": st.column_config.NumberColumn("Alerts 7 d", format="%d", width=80),
+            "top_rule": st.column_config.TextColumn("Top rule", width=190),
+            "reason": st.column_config.TextColumn("Why", width=420),
+        },
+        key="fr_risk",
+    )  # fmt: skip
+    per_rule()
 
 
 def drill_down(feed: pl.DataFrame) -> None:
@@ -124,19 +134,24 @@ def drill_down(feed: pl.DataFrame) -> None:
         st.caption("No alert matches the filters.")
         return
     rows = {r["alert_id"]: r for r in feed.head(200).iter_rows(named=True)}
-    picked = st.selectbox(
-        "Alert",
-        list(rows),
-        format_func=lambda a: (
-            f"{rows[a]['rule']} · account {rows[a]['account_id']} · "
-            f"severity {rows[a]['severity']:.2f} · {ui.when(rows[a]['event_time'])}"
-            if a in rows else str(a)
-        ),
-        key="fr_alert",
-    )  # fmt: skip
-    if picked not in rows:
+    top = next(iter(rows))
+
+    def label(a: object) -> str:
+        r = rows.get(top if a == TOP else a)
+        if r is None:
+            return str(a)
+        text = (
+            f"{r['rule'].replace('_', ' ')} · account {r['account_id']} · "
+            f"severity {r['severity']:.2f} · {ui.when(r['event_time'])}"
+        )
+        return f"the top alert of the feed: {text}" if a == TOP else text
+
+    # The first option follows the feed's top alert as new alerts arrive; the others
+    # stay what the user picked.
+    picked = st.selectbox("Alert", [TOP, *rows], format_func=label, key="fr_alert")
+    alert = rows.get(top if picked == TOP else picked)
+    if alert is None:
         return
-    alert = rows[picked]
     st.markdown(f"**{alert['rule'].replace('_', ' ')}**: {alert['reason']}")
     try:
         txns = data.query(
@@ -158,7 +173,7 @@ def drill_down(feed: pl.DataFrame) -> None:
         alt.Chart(txns)
         .mark_point(filled=True, size=90)
         .encode(
-            alt.X("created_at:T", title="event time"),
+            alt.X("created_at:T", title=CLOCK),
             alt.Y("amount:Q", title="amount (EUR)"),
             alt.Color(
                 "role:N",
@@ -184,6 +199,11 @@ def drill_down(feed: pl.DataFrame) -> None:
         txns.filter(pl.col("is_evidence")).drop("is_evidence", "role"),
         hide_index=True,
         key="fr_evidence",
+        column_config={
+            "created_at": st.column_config.DatetimeColumn(
+                "Event time (UTC)", format="YYYY-MM-DD HH:mm:ss"
+            ),
+        },
     )
 
 
@@ -200,7 +220,7 @@ def per_rule() -> None:
         alt.Chart(counts)
         .mark_bar()
         .encode(
-            alt.X("bucket:T", title="event time"),
+            alt.X("bucket:T", title=CLOCK),
             alt.Y("sum(alerts):Q", title="alerts"),
             alt.Color("rule:N", title="rule"),
             tooltip=["bucket:T", "rule:N", "alerts:Q"],

@@ -14,8 +14,11 @@ def test_alert_feed_flagged_accounts_and_counts(served: Served) -> None:
     assert len(feed) == total
     assert metric(at, "Alerts") == str(total)
     assert metric(at, "Rules that fired") == "6 of 6"
-    newest_first = list(feed["detected_at"])
+    # one clock on the page: event times (source), newest first; no wall-clock column
+    assert "detected_at" not in feed.columns
+    newest_first = list(feed["event_time"])
     assert newest_first == sorted(newest_first, reverse=True)
+    assert any("Times on this page are event times" in c for c in texts(at.caption))
     assert set(feed["level"]) <= {"high", "medium", "low"}
     assert (feed[feed["severity"] >= 0.85]["level"] == "high").all()
 
@@ -29,7 +32,7 @@ def test_alert_feed_flagged_accounts_and_counts(served: Served) -> None:
 
 def test_filters_by_rule_and_severity(served: Served) -> None:
     at = open_page("fraud")
-    at.multiselect(key="fr_rules").set_value(["structuring", "card_testing"]).run()
+    at.button_group(key="fr_rules").set_value(["structuring", "card_testing"]).run()
     feed = frame_with(at, "evidence")
     expected = served.rows(
         "SELECT count(*) FROM live.fraud_alerts WHERE rule IN ('structuring', 'card_testing')"
@@ -45,21 +48,43 @@ def test_filters_by_rule_and_severity(served: Served) -> None:
     )[0][0]
     assert len(feed) == expected and (feed["severity"] >= 0.8).all()
 
-    at.multiselect(key="fr_rules").set_value([]).run()
+    at.button_group(key="fr_rules").set_value([]).run()
     assert len(frame_with(at, "evidence")) == 0
     assert any("No alert matches the filters" in c for c in texts(at.caption))
+
+
+ORDER = "ORDER BY event_time DESC, severity DESC, alert_id"
+
+
+def test_the_evidence_shown_first_is_the_top_alert_and_follows_it(served: Served) -> None:
+    at = open_page("fraud")
+    top, evidence = served.rows(
+        f"SELECT alert_id, evidence_txn_ids FROM live.fraud_alerts {ORDER}"
+    )[0]
+    picker = at.selectbox(key="fr_alert")
+    assert picker.value == "top" and picker.options[0].startswith("the top alert of the feed")
+    assert set(frame_with(at, "txn_id")["txn_id"]) == set(evidence)
+    # a newer alert arrives: the default follows the feed's top
+    served.con.execute(
+        "UPDATE live.fraud_alerts SET event_time = event_time + INTERVAL 30 DAY "
+        "WHERE alert_id = (SELECT alert_id FROM live.fraud_alerts "
+        f"{ORDER} OFFSET 5 LIMIT 1)"
+    )
+    newer, evidence = served.rows(
+        f"SELECT alert_id, evidence_txn_ids FROM live.fraud_alerts {ORDER}"
+    )[0]
+    assert newer != top
+    at.run()
+    assert at.selectbox(key="fr_alert").value == "top"
+    assert set(frame_with(at, "txn_id")["txn_id"]) == set(evidence)
 
 
 def test_evidence_drill_down_shows_the_alerts_transactions(served: Served) -> None:
     at = open_page("fraud")
     picker = at.selectbox(key="fr_alert")
-    alert_ids = picker.options
-    assert len(alert_ids) == len(frame_with(at, "evidence"))
+    assert len(picker.options) == 1 + len(frame_with(at, "evidence")), "the top, then each"
     for index in (0, 3):
-        alert_id = served.rows(
-            "SELECT alert_id FROM live.fraud_alerts "
-            "ORDER BY detected_at DESC, event_time DESC, alert_id"
-        )[index][0]
+        alert_id = served.rows(f"SELECT alert_id FROM live.fraud_alerts {ORDER}")[index][0]
         at.selectbox(key="fr_alert").set_value(alert_id).run()
         account, evidence, reason = served.rows(
             "SELECT account_id, evidence_txn_ids, reason FROM live.fraud_alerts WHERE alert_id = ?",
