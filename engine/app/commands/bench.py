@@ -222,3 +222,121 @@ def bench_latency(
     text = latency.run(settings, opts, click.echo)
     click.echo(f"\nchangefold bench latency: bank at {rate:,.0f} events/s, {os.cpu_count()} CPUs")
     click.echo(text)
+
+
+@bench.command("api")
+@click.option(
+    "--hostile",
+    is_flag=True,
+    required=True,
+    help="Run the hostile-query benchmark (the only kind there is; required, so that a "
+    "bare `bench api` does not start load by surprise).",
+)
+@click.option(
+    "--rate",
+    default=200.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Bank generator target, change events per second, for the whole run.",
+)
+@click.option(
+    "--queries",
+    "-n",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1, max=500),
+    help="Hostile clients in the hostile phase, each sending one query after another.",
+)
+@click.option(
+    "--duration",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=5),
+    help="Seconds of each phase (before, hostile, after). A smoke run: --duration 15 "
+    "--warmup 8 (under 2 minutes).",
+)
+@click.option(
+    "--warmup",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds of traffic first, not counted.",
+)
+@click.option("--seed", default=None, type=int, help="Generator seed (default: from the clock).")
+@click.option(
+    "--population",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="Bank customers the generator creates at the start.",
+)
+@click.option(
+    "--engine-env",
+    "engine_env",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the engine child only (repeatable), to compare e.g. "
+    "CHANGEFOLD_API_MAX_CONCURRENT_QUERIES=2 or CHANGEFOLD_API_QUERY_NICE=0 in runs "
+    "of the same command.",
+)
+@click.pass_obj
+def bench_api(
+    settings: Settings,
+    hostile: bool,
+    rate: float,
+    queries: int,
+    duration: float,
+    warmup: float,
+    seed: int | None,
+    population: int,
+    engine_env: tuple[str, ...],
+) -> None:
+    """Folding under hostile queries: the bank generator writes --rate events/s through
+    Postgres and Debezium while `changefold run` (a child process, fresh state file and
+    consumer group, started at the topics' current ends) folds them, in three phases of
+    --duration seconds after --warmup: before (no query load), hostile (--queries
+    clients sending texts up to the SQL length limit, IN lists, list(range(200M)),
+    repeat('x', 1e9), a cross join that runs to the statement timeout, big results,
+    and texts over the SQL and body limits), after (from the last hostile answer).
+
+    \b
+    Prints a row per phase:
+      events/s          change events folded (committed in DuckDB) per second;
+      fresh p50/p95/p99 per event, source commit -> the batch that folded it committed
+                        (ENDs from bank.transaction, batches from _changefold.batches,
+                        both read after the run);
+      batches, fold us/rec  batches finished; decode + fold wall time per record;
+      RSS peak, CPU, CPU us/event  of the engine process (queries included);
+      answered/refused/stopped/failed  the hostile answers received in the phase, then
+                        by which limit (body size, SQL length, query slots, timeout,
+                        memory, result size); the slowest refusal's answer time.
+    And the hostile phase against the one before as ratios: on a shared machine
+    compare those, not wall-clock figures of different runs.
+
+    Needs a running stack (`changefold stack up`) and a free CHANGEFOLD_API_PORT;
+    writes to the bank tables of its Postgres; the load stops by itself. Figures, not
+    a test."""
+    from engine.lab import hostile as h
+
+    del hostile  # required flag
+    try:
+        extra = h.parse_env(engine_env)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--engine-env") from None
+    opts = h.Options(
+        rate=rate,
+        duration=duration,
+        warmup=warmup,
+        queries=queries,
+        seed=seed if seed is not None else int(time.time()) % 1_000_000,
+        population=population,
+        engine_env=extra,
+    )
+    head = h.header(settings, opts)
+    figures, answers, where = h.run(settings, opts, click.echo)
+    click.echo(f"\n{head}")
+    click.echo(h.table(figures))
+    click.echo("hostile queries, by kind:")
+    click.echo(h.by_query(answers))
+    click.echo(h.ratios(figures))
+    click.echo(where)
