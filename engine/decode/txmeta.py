@@ -13,6 +13,7 @@ Pure functions over bytes: no state, no I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -24,10 +25,11 @@ _TXN = b'"transaction":'
 #: How Debezium's BEGIN records start their payload (read without parsing them).
 _BEGIN = b'"payload":{"status":"BEGIN",'
 #: The block as Debezium writes it: {"id":"<id>","total_order":N,...
-_BLOCK = re.compile(rb'\{"id":"([^"]*)","total_order":(\d+)')
+#: (the PostgreSQL id `<xid>:<lsn>` read as its two numbers, any other id whole).
+_BLOCK = re.compile(rb'\{"id":"(?:(\d+):(\d+)|([^"]*))","total_order":(\d+)')
 #: An END's payload as Debezium's JsonConverter writes it, at the record's end.
 _END = re.compile(
-    rb'"payload":\{"status":"END","id":"([^"\\]*)","event_count":\d+,'
+    rb'"payload":\{"status":"END","id":"(?:(\d+):(\d+)|([^"\\]*))","event_count":\d+,'
     rb'"data_collections":\[((?:\{"data_collection":"[^"\\]*","event_count":\d+\},?)*)\],'
     rb'"ts_ms":(\d+)\}\}\s*$'
 )
@@ -63,6 +65,7 @@ def is_transaction_topic(topic: str) -> bool:
     return len(parts) == 2 and topic.endswith(TRANSACTION_SUFFIX)
 
 
+@functools.cache
 def prefix_of(topic: str) -> str:
     """The connector's topic prefix of a data or transaction topic."""
     if is_transaction_topic(topic):
@@ -107,8 +110,11 @@ def event_txn(value: bytes) -> tuple[str, int | None, int] | None:
         return None
     found = _BLOCK.match(rest)
     if found is not None:
-        txn_id = found.group(1).decode()
-        return xid_of_id(txn_id), int(found.group(2)), _lsn_of_id(txn_id)
+        xid, lsn, other, order = found.groups()
+        if xid is not None:
+            return xid.decode(), int(order), int(lsn)
+        txn_id = other.decode()
+        return xid_of_id(txn_id), int(order), _lsn_of_id(txn_id)
     return _parsed_txn(value)
 
 
@@ -140,18 +146,19 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
     found = _END.match(value, at) if at >= 0 else None
     if found is not None:
         # The usual shape, read without parsing the JSON; anything else is parsed.
+        xid_b, lsn_b, other, collections, ts_ms = found.groups()
+        if xid_b is not None:
+            xid, lsn = xid_b.decode(), int(lsn_b)
+        else:
+            xid, lsn = xid_of_id(other.decode()), _lsn_of_id(other.decode())
         prefix = prefix_of(topic)
-        txn_id = found.group(1).decode()
+        counted = _COLLECTION.findall(collections)
+        counts = tuple((f"{prefix}.{c.decode()}", int(n)) for c, n in counted)
         return TxnEnd(
-            xid=xid_of_id(txn_id),
-            lsn=_lsn_of_id(txn_id),
-            ts_ms=int(found.group(3)),
-            counts=tuple(
-                sorted(
-                    (f"{prefix}.{c.decode()}", int(n))
-                    for c, n in _COLLECTION.findall(found.group(2))
-                )
-            ),
+            xid=xid,
+            lsn=lsn,
+            ts_ms=int(ts_ms),
+            counts=tuple(sorted(counts)) if len(counts) > 1 else counts,
             topic=topic,
             partition=partition,
             offset=offset,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ from engine.state.held import Held, Key, counts_with, end_order
 from engine.state.sqlident import INTERNAL_SCHEMA
 
 log = logging.getLogger(__name__)
+
+#: Where a record sits: (topic, partition, offset).
+_POSITION = operator.attrgetter("topic", "partition", "offset")
 
 _EVENTS = f"{INTERNAL_SCHEMA}.txn_events"
 _ENDS = f"{INTERNAL_SCHEMA}.txn_ends"
@@ -232,16 +236,19 @@ def plan(
             fresh[end.xid] = end
     # An event delivered twice has the same place in its transaction: the first copy
     # (held, or earliest in this batch) counts, the others are dropped.
-    places: set[tuple[str, int]] = set()
     fresh_events: dict[str, list[tuple[int | None, RecordLike]]] = {}
     for xid, recs in waiting.items():
+        if len(recs) == 1 and not held.pending(xid):
+            fresh_events[xid] = recs
+            continue
         keep = []
-        for place, r in sorted(recs, key=lambda pr: (pr[1].topic, pr[1].partition, pr[1].offset)):
+        places: set[int] = set()
+        for place, r in sorted(recs, key=lambda pr: _POSITION(pr[1])):
             if place is not None:
-                if (xid, place) in places or (xid, place) in held.places:
+                if place in places or (xid, place) in held.places:
                     duplicates += 1
                     continue
-                places.add((xid, place))
+                places.add(place)
             keep.append((place, r))
         if keep:
             fresh_events[xid] = keep
@@ -259,7 +266,7 @@ def plan(
             *now,
             *(r for x in go_ids for _p, r in fresh_events.get(x, ())),
         ),
-        key=lambda r: (r.topic, r.partition, r.offset),
+        key=_POSITION,
     )
     hold_events = [(x, p, r) for x, prs in fresh_events.items() if x not in go_ids for p, r in prs]
     hold_ends = [e for x, e in fresh.items() if x not in go_ids]
