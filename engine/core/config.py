@@ -139,6 +139,13 @@ class EngineSettings:
     batch_max_records: int = 20000
     batch_max_bytes: int = 64 * 1024 * 1024
     batch_max_wait_ms: int = 200
+    #: Bytes one fetch takes of one partition at most (kafka-python's
+    #: max_partition_fetch_bytes). While catching up, a batch is filled from several
+    #: fetches (up to batch_max_bytes) and partitions are handed out together in
+    #: source time: small chunks keep a batch's partitions close in source time, so
+    #: that the legs of a source transaction arrive in the same batch instead of
+    #: waiting batches for each other; large ones mean fewer fetch requests.
+    partition_fetch_bytes: int = 4 * 1024 * 1024
     #: Kafka offset commit after each DuckDB commit: "sync" (blocking) or "async".
     commit_mode: str = "sync"
     #: Consumer group members run by one engine process (they share the state file).
@@ -180,7 +187,13 @@ class EngineSettings:
             raise ConfigError(
                 f"{_env_name('commit_mode')}={self.commit_mode!r}: use 'sync' or 'async'"
             )
-        for name in ("workers", "batch_max_records", "batch_max_bytes", "batch_max_wait_ms"):
+        for name in (
+            "workers",
+            "batch_max_records",
+            "batch_max_bytes",
+            "batch_max_wait_ms",
+            "partition_fetch_bytes",
+        ):
             _check_at_least_1(name, getattr(self, name))
 
     @property

@@ -5,15 +5,24 @@ are untouched. Each partition is read from its stored position (a resumed
 replay) or its first offset up to, not including, its end offset; a partition
 whose end was reached, or that the fold step finished at a time bound, is
 paused. `poll` returns None once every partition is done.
+
+A batch is filled from several fetches, up to `max_records` records or `max_bytes`
+bytes (a replay reads a backlog: full batches cost least; a poll that brings
+nothing within `max_wait_ms` ends the batch), and partitions are handed out together in source time
+(engine/ingest/aligned.py): a partition fetched ahead of the others waits, paused,
+so that a batch holds the legs of the same source transactions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
 from engine.core.positions import PartitionProgress
+from engine.ingest import kafka_pause
+from engine.ingest.aligned import SourceTimeAligner
 from engine.ingest.source import Key, Polled, Rebalance
 
 
@@ -29,6 +38,7 @@ class KafkaRanges:
         name: str = "replay",
         max_wait_ms: int,
         max_records: int,
+        max_bytes: int = 64 * 2**20,
     ) -> None:
         self.name = name
         self.consumer = consumer
@@ -36,8 +46,14 @@ class KafkaRanges:
         self.ends = dict(ends)
         self.max_wait_ms = max_wait_ms
         self.max_records = max_records
-        #: Partitions still to read, with the offset to stop before (after assignment).
+        self.max_bytes = max_bytes
+        #: Partitions still to hand out, with the offset to stop before (after assignment).
         self.remaining: dict[Key, int] = {}
+        #: Of those, the ones fetched to their end (records may still wait in `aligner`).
+        self._fetched: set[Key] = set()
+        #: Partitions paused because they were fetched ahead of the others.
+        self._ahead: set[Key] = set()
+        self.aligner = SourceTimeAligner()
         self._assigned = False
 
     def _assign(self, rebalance: Rebalance) -> None:
@@ -60,34 +76,78 @@ class KafkaRanges:
             self._assign(rebalance)
         if not self.remaining:
             return None
-        polled = self.consumer.poll(timeout_ms=self.max_wait_ms, max_records=self.max_records)
-        records = [
-            r
-            for batch in polled.values()
-            for r in batch
-            if (r.topic, r.partition) in self.remaining
-            and r.offset < self.remaining[(r.topic, r.partition)]
-        ]
+        records: list[Any] = []
+        size = 0
+        while True:
+            fetching = self._fetching()
+            taken = self.aligner.take(fetching, self.max_records - len(records))
+            records += taken
+            size += sum(len(r.value or b"") + len(r.key or b"") for r in taken)
+            if len(records) >= self.max_records or size >= self.max_bytes or not fetching:
+                break
+            self._pause_ahead(fetching)
+            polled = kafka_pause.poll(self.consumer, self.max_wait_ms, self.max_records)
+            if not polled:
+                break
+            self.aligner.add(
+                r
+                for batch in polled.values()
+                for r in batch
+                if (r.topic, r.partition) in self.remaining
+                and r.offset < self.remaining[(r.topic, r.partition)]
+            )
+            self._note_fetched()
+        if not records:
+            # The watermark held everything back for a whole wait (a partition that
+            # brought nothing): hand out the earliest records, reading never stops.
+            records = self.aligner.take(self._fetching(), self.max_records, force=True)
+        self.finish([k for k in self._fetched if not self.aligner.pending(k)])
+        keys = {(r.topic, r.partition) for r in records}
+        return Polled(records, {key: self.ends.get(key) for key in keys})
+
+    def _fetching(self) -> list[Key]:
+        return [k for k in self.remaining if k not in self._fetched]
+
+    def _note_fetched(self) -> None:
+        """Partitions fetched to their end: paused (their last records may still wait)."""
         reached = [
             key
             for key, end in self.remaining.items()
-            if self.consumer.position(TopicPartition(*key)) >= end
+            if key not in self._fetched and self.consumer.position(TopicPartition(*key)) >= end
         ]
-        self.finish(reached)
-        keys = {(r.topic, r.partition) for r in records}
-        return Polled(records, {key: self.ends.get(key) for key in keys})
+        if reached:
+            self._fetched.update(reached)
+            self.consumer.pause(*[TopicPartition(*k) for k in reached])
+            self._ahead.difference_update(reached)
+
+    def _pause_ahead(self, fetching: Sequence[Key]) -> None:
+        """Pause the partitions whose records wait in the aligner; resume the others."""
+        ahead = self.aligner.waiting() & set(fetching)
+        if ahead - self._ahead:
+            self.consumer.pause(*[TopicPartition(*k) for k in sorted(ahead - self._ahead)])
+        behind = sorted(k for k in self._ahead - ahead if k in self.remaining)
+        if behind:
+            self.consumer.resume(*[TopicPartition(*k) for k in behind])
+        self._ahead = ahead
 
     def checkpoint(self, progress: Sequence[PartitionProgress]) -> float:
         """Positions live in the replay's state file only: nothing to commit."""
         return 0.0
 
     def seek(self, positions: Mapping[Key, int]) -> None:
-        for key, offset in positions.items():
-            if key in self.remaining:
-                self.consumer.seek(TopicPartition(*key), offset)
+        moved = [key for key in positions if key in self.remaining]
+        self.aligner.drop(moved)
+        for key in moved:
+            self.consumer.seek(TopicPartition(*key), positions[key])
+            if key in self._fetched:
+                self._fetched.discard(key)
+                self.consumer.resume(TopicPartition(*key))
 
     def finish(self, partitions: Sequence[Key]) -> None:
+        self.aligner.drop(partitions)
         for key in partitions:
+            self._fetched.discard(key)
+            self._ahead.discard(key)
             if self.remaining.pop(key, None) is not None:
                 self.consumer.pause(TopicPartition(*key))
 

@@ -172,6 +172,7 @@ class Replay:
             meta.end_offsets,
             max_wait_ms=self.settings.engine.batch_max_wait_ms,
             max_records=self.settings.engine.batch_max_records,
+            max_bytes=self.settings.engine.batch_max_bytes,
         )
         until_ms = None if meta.until_ts is None else int(meta.until_ts.timestamp() * 1000)
         if self.until.lsn is not None and writer.transactions is None:
