@@ -171,13 +171,7 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
         return None
     if data["status"] != "END":
         raise ValueError(f"unknown transaction status {data['status']!r}")
-    prefix = prefix_of(topic)
-    counts = tuple(
-        sorted(
-            (f"{prefix}.{c['data_collection']}", int(c["event_count"]))
-            for c in data.get("data_collections") or ()
-        )
-    )
+    counts = _collection_counts(prefix_of(topic), data.get("data_collections") or ())
     return TxnEnd(
         xid=xid_of_id(str(data["id"])),
         lsn=_lsn_of_id(str(data["id"])),
@@ -187,3 +181,19 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
         partition=partition,
         offset=offset,
     )
+
+
+def _collection_counts(prefix: str, collections: Any) -> tuple[tuple[str, int], ...]:
+    """An END's `data_collections` as sorted (topic, event count) pairs; ValueError for
+    anything but a list of {"data_collection": name, "event_count": n} objects."""
+    if not isinstance(collections, list):
+        raise ValueError(f"data_collections is not a list: {type(collections).__name__}")
+    counts = []
+    for entry in collections:
+        if not isinstance(entry, dict) or "data_collection" not in entry:
+            raise ValueError(f"a data_collections entry without data_collection: {entry!r}")
+        try:
+            counts.append((f"{prefix}.{entry['data_collection']}", int(entry["event_count"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"a data_collections entry without an event count: {entry!r}") from exc
+    return tuple(sorted(counts))

@@ -282,15 +282,6 @@ def test_a_data_event_on_the_transaction_topic_raises_value_error() -> None:
         txmeta.parse_marker("labdbl.transaction", 0, 0, record.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(KeyError, TypeError),
-    reason="BUG (minor) in engine/decode/txmeta.py parse_marker: an END whose "
-    "data_collections entries are malformed raises KeyError (entry without "
-    "'data_collection') or TypeError (data_collections not a list of objects) instead of "
-    "the ValueError its docstring promises; transactions.plan catches KeyError and "
-    "TypeError too, so the fold dead-letters the record all the same",
-)
 @pytest.mark.parametrize(
     "collections", [[{"event_count": 1}], "lab.everything", [["lab.everything", 1]]]
 )
