@@ -125,21 +125,9 @@ def engine_panels() -> None:
     st.subheader("Consumer group members")
     members = figures.get("members") or []
     if members:
-        st.dataframe(
-            pl.DataFrame(
-                [
-                    {
-                        "group": m["group_id"],
-                        "member": m["member"],
-                        "partitions": m["partitions"],
-                        "assigned": ", ".join(m["assigned"]),
-                    }
-                    for m in members
-                ]
-            ),
-            hide_index=True,
-            key="pl_members",
-        )
+        rows = member_topics(members)
+        st.dataframe(pl.DataFrame(rows), hide_index=True, key="pl_members", height=_fit(len(rows)))
+        st.caption("one row per member and topic: the partitions of the topic it reads")
     else:
         st.caption("no member holds a partition")
 
@@ -152,6 +140,28 @@ def engine_panels() -> None:
     table("pl_dead", queries.DEAD_LETTERS, 20, "no dead letters")
     st.subheader("Schema versions")
     table("pl_versions", queries.SCHEMA_VERSIONS, 200, "no schema recorded yet")
+
+
+def member_topics(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The members' assignments as one row per member and topic (a member's whole list
+    of `topic:partition` names does not fit a column)."""
+    rows = []
+    for m in members:
+        by_topic: dict[str, list[int]] = {}
+        for name in m["assigned"]:
+            topic, _, partition = str(name).rpartition(":")
+            by_topic.setdefault(topic, []).append(int(partition))
+        for topic, parts in sorted(by_topic.items()):
+            rows.append(
+                {
+                    "group": m["group_id"],
+                    "member": m["member"],
+                    "topic": topic,
+                    "partitions": ", ".join(str(p) for p in sorted(parts)),
+                    "count": len(parts),
+                }
+            )
+    return rows
 
 
 def _fit(rows: int) -> int:
