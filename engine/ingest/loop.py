@@ -22,8 +22,10 @@ Bounds and ordering:
   positions. Batches polled before that seek would continue from the old
   positions, so every batch of the same *seek epoch* is refused too; the poller
   waits for all of them, then seeks each partition once, to the earliest position
-  any of them asks for, and starts a new epoch. The input of a bounded source
-  ends only when no refusal moved it back.
+  any of them asks for but never before the position the state stores for it
+  (everything before that was taken in: a batch from there would be refused
+  again), and starts a new epoch. The input of a bounded source ends only when
+  no refusal moved it back.
 - Stop (SIGTERM, `stop.set()`, or `leave.set()` for this loop alone): the batch in
   hand is folded and checkpointed, nothing more is polled, then `run` returns. A
   folding error stops the loop and `run` raises it.
@@ -151,7 +153,7 @@ class FoldLoop:
                 self._handover.join()
                 if not self._done.empty():
                     continue
-                self.source.seek(rewind_positions(refused))
+                self.source.seek(rewind_positions(refused, self.step.writer.stored_offsets()))
                 self._epoch += 1
                 return True
             if isinstance(outcome, Refused):

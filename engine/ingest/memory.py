@@ -190,6 +190,9 @@ class MemorySource:
 
     def seek(self, positions: Mapping[Key, int]) -> None:
         self._unacknowledged = max(self._unacknowledged - 1, 0)
+        # After a seek records come from these positions: the batch handed out before
+        # is not redelivered (it could start past them and skip records).
+        self._last = []
         for key, offset in positions.items():
             if key in self.positions:
                 self.positions[key] = offset

@@ -14,7 +14,7 @@ redelivered records are refused as stale, never applied twice).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -62,17 +62,22 @@ class Bounded:
 Outcome = Folded | Refused | Bounded
 
 
-def rewind_positions(refused: Sequence[Refused]) -> dict[Key, int]:
+def rewind_positions(refused: Sequence[Refused], stored: Mapping[Key, int]) -> dict[Key, int]:
     """Where to read again after refused batches: per partition, the earliest of the
     stored position (a partition another member folded past) and the first offset
-    of the refused batches (a partition they held that was not folded)."""
+    of the refused batches (a partition they held that was not folded), yet never
+    before `stored`, the state's positions now (read once every batch in flight was
+    done): the state took in every record before them, and a batch starting there
+    is refused as stale. (A redelivered batch refused unread may start there: going
+    back to it made the next batches stale again, and with duplicates behind every
+    stale batch the source was moved back forever.)"""
     out: dict[Key, int] = {}
     for batch in refused:
         for p in batch.progress:
             key = (p.topic, p.partition)
             target = batch.stored.get(key, p.first_offset)
             out[key] = min(out.get(key, target), target)
-    return out
+    return {key: max(target, stored.get(key, target)) for key, target in out.items()}
 
 
 class CheckpointedStep:

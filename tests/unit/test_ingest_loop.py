@@ -514,6 +514,59 @@ def test_the_input_ends_only_when_no_refused_batch_moved_back() -> None:
     assert_folded_once(writer, log)
 
 
+def test_refused_batches_never_move_the_source_back_past_the_state() -> None:
+    a = ("bank.bank.transactions", 0)
+    log = MemoryLog()
+    log.extend(replace(r, partition=0) for r in bank_records(12))
+    log.end()
+    # 1: a[0:3]; 2 and 3: a[0:3] again (delivered three times). 2 is refused (a is folded
+    # past 0), 3 is refused unread (polled before the refusal reached the poller).
+    source = ScriptedSource(log, {1: [(a, 0, 3)], 2: [(a, 0, 3)], 3: [(a, 0, 3)]})
+    writer = new_writer()
+
+    def first_batch_waits(conn: duckdb.DuckDBPyConnection, batch_id: int) -> None:
+        assert source.polled[3].wait(WAIT_S)
+
+    writer.add_observer(fold_thread_observer("scripted", first_batch_waits))
+    loop = FoldLoop(source, CheckpointedStep(writer, "scripted"), stop=threading.Event())
+    with running(loop.run, "scripted-poll") as out:
+        pass
+    assert out["result"] is True
+    # Batch 3 asks for a@0, but the state holds a up to 3: from 0 every batch is refused
+    # again (with copies behind each refused one, the loop went back to 0 forever).
+    assert source.seeks == [{a: 3}]
+    assert_folded_once(writer, log)
+    assert snapshot(writer) == fold_in_one_batch(log.read(a, 0, 12))
+
+
+class Assigning:
+    """A Rebalance for a source polled by hand: no stored positions."""
+
+    def revoking(self, partitions: Sequence[Key]) -> None:
+        pass
+
+    def assigned(self, partitions: Sequence[Key]) -> Mapping[Key, int]:
+        return {}
+
+
+def test_after_a_seek_a_memory_source_redelivers_nothing_from_before() -> None:
+    log = MemoryLog()
+    log.extend(replace(r, partition=0) for r in bank_records(20))
+    log.end()
+    source = MemorySource(MemoryGroup(log), max_records=5, redeliver_every=2)
+    rebalance = Assigning()
+    firsts = []
+    for _ in range(2):
+        polled = source.poll(rebalance)
+        assert polled is not None
+        firsts.append(polled.records[0].offset)
+    assert firsts == [0, 5]  # the next poll would hand out 5..9 again
+    source.seek({("bank.bank.transactions", 0): 3})
+    polled = source.poll(rebalance)
+    assert polled is not None
+    assert [r.offset for r in polled.records] == [3, 4, 5, 6, 7]
+
+
 # -- 2. a rebalance while a batch folds ---------------------------------------------------
 
 
