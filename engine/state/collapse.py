@@ -3,7 +3,9 @@
 Within a batch a key's events are ordered by partition offset (one key, one
 partition); the last one decides: upsert (c/u/r) or delete (d). A truncate
 drops every change before it (ordered by LSN: a TRUNCATE locks its table, so
-no change of that table interleaves with it) and empties the mirror first.
+no change of that table interleaves with it) and empties the mirror first. The
+changes at or before a truncate applied in an earlier batch are dropped before
+they get here (engine/state/truncates.py).
 
 A value column that the last event did not provide (TOAST placeholder, or
 not in that event's schema version) takes the last value an earlier event of

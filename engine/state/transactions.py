@@ -5,7 +5,8 @@ any batch cut shows part of one. Per batch, under the writer's lock:
 
 1. `plan` splits the batch's records: transaction ENDs (from `<prefix>.transaction`),
    data events that belong to a transaction, and everything else (snapshot rows,
-   events from before transaction metadata was on, tombstones: folded at once).
+   events from before transaction metadata was on, tombstones: folded at once; the
+   writer drops those at or before their table's last truncate, engine/state/truncates.py).
 2. Every END seen and not yet applied is ordered by its position in the source log
    (LSN). Walking that order, a transaction is *ready* when every event its END
    counts (for the topics the engine follows) has arrived, in this batch or held

@@ -17,9 +17,9 @@ import duckdb
 from engine.core.errors import StateError
 from engine.core.positions import PartitionProgress
 from engine.decode import txmeta
-from engine.decode.model import OFFSET, PARTITION, DeadLetter, TableChanges, TableSchema
+from engine.decode.model import OFFSET, PARTITION, DeadLetter, MirrorName, TableChanges, TableSchema
 from engine.decode.records import DecodedBatch, RawLookup, RecordLike
-from engine.state import assignments, deadletters, metrics, offsets, transactions
+from engine.state import assignments, deadletters, metrics, offsets, transactions, truncates
 from engine.state.catalog import Catalog, latest_schemas
 from engine.state.deltas import MirrorDelta
 from engine.state.fold import apply_changes
@@ -63,6 +63,9 @@ class WriteResult:
     #: Events of this batch held for their transaction.
     held: int = 0
     decode_ms: float = 0.0
+    #: Events dropped as stale: at or before their table's last truncate, applied in
+    #: an earlier batch (engine/state/truncates.py).
+    stale: int = 0
 
 
 class _DryRun(Exception):
@@ -104,6 +107,8 @@ class StateWriter:
         #: The frontier's LSN (None: nothing applied yet), once read.
         self._frontier_lsn: int | None = None
         self._frontier_read = False
+        #: Each mirror's last truncate LSN, as committed (None: not read yet).
+        self._truncated: dict[MirrorName, int] | None = None
         #: Events moved from memory to the state file so far.
         self.spilled_events = 0
         #: Per partition, how far it was read and taken in, ever (`_folded`) and by this
@@ -241,12 +246,13 @@ class StateWriter:
             fold_ms=0.0,
             newest_source_ts_ms=batch.newest_source_ts_ms,
         )
-        tables, dead_letters = batch.tables, batch.dead_letters
+        dead_letters = batch.dead_letters
         with self.store.lock:
+            tables, dropped = self._drop_stale(batch.tables)
             if plan is not None:
                 dead_letters = (*dead_letters, *plan.dead_letters)
             try:
-                return self._write(member, tables, dead_letters, progress, base, plan)
+                return self._write(member, tables, dead_letters, progress, base, plan, dropped)
             except (StaleBatch, StateError):
                 self.catalog.reset()
                 raise
@@ -264,7 +270,9 @@ class StateWriter:
                 raise self._cannot_write(progress, exc) from exc
             try:
                 good, refused = self._isolate(tables, batch.raw)
-                return self._write(member, good, [*dead_letters, *refused], progress, base, plan)
+                return self._write(
+                    member, good, [*dead_letters, *refused], progress, base, plan, dropped
+                )
             except duckdb.Error as exc:
                 self.catalog.reset()
                 raise self._cannot_write(progress, exc) from exc
@@ -283,6 +291,7 @@ class StateWriter:
         progress: Sequence[PartitionProgress],
         base: BatchMetrics,
         plan: TxnPlan | None = None,
+        dropped: int = 0,
     ) -> WriteResult:
         t0 = time.perf_counter()
         upserts = deletes = 0
@@ -302,6 +311,8 @@ class StateWriter:
                 new_versions = new_versions or result.new_versions > 0
                 if result.delta is not None:
                     deltas.append(result.delta)
+            truncated = truncates.newest(tables)
+            truncates.record(conn, truncated, batch_id)
             for observe in self.observers:
                 observe(conn, batch_id, tuple(deltas))
             frontier = None
@@ -355,6 +366,8 @@ class StateWriter:
             )
             metrics.record(conn, batch_id, self.group_id, figures, progress, keep=self.keep_batches)
         self._pending_commit_ms.clear()
+        if truncated:
+            self._truncated = truncates.merged(self._last_truncates(), truncated)
         if plan is not None and positions is not None:
             assert self._held is not None
             self._held.commit(
@@ -394,7 +407,33 @@ class StateWriter:
             frontier=frontier,
             held=len(plan.hold_events) if plan is not None else 0,
             decode_ms=base.decode_ms,
+            stale=dropped,
         )
+
+    # -- what a truncate makes stale ----------------------------------------------------
+
+    def _last_truncates(self) -> dict[MirrorName, int]:
+        """Each mirror's last truncate LSN, read once, then kept (updated on commit)."""
+        if self._truncated is None:
+            with self.store.reading() as conn:
+                self._truncated = truncates.load(conn)
+        return self._truncated
+
+    def _drop_stale(self, tables: Sequence[TableChanges]) -> tuple[Sequence[TableChanges], int]:
+        """The batch's tables without the events at or before their mirror's last
+        truncate, and how many were dropped (logged per mirror, at debug)."""
+        last = self._last_truncates()
+        if not last:
+            return tables, 0
+        kept = truncates.drop_stale(tables, last)
+        for mirror, n in kept.dropped.items():
+            log.debug(
+                "%s: dropped %d event(s) at or before its last truncate (LSN %d)",
+                mirror,
+                n,
+                last[mirror],
+            )
+        return kept.tables, sum(kept.dropped.values())
 
     # -- what waits for its transaction -------------------------------------------------
 

@@ -1211,17 +1211,13 @@ def test_a_truncate_is_ordered_for_every_order_of_reading_the_partitions() -> No
     reference = _truncate_reference()
     checked = 0
     for order in itertools.permutations(log.partitions()):
-        if order[-1] == ("labdbl.lab.everything", 0):
-            # Its snapshot row read after the truncate was applied: see
-            # test_a_snapshot_row_read_after_a_truncate_of_its_table_stays_truncated.
-            continue
         writer = new_writer(rules=LAB_RULES)
         fold_runs(writer, log, whole(order))
         got = rows(writer, "SELECT id FROM labdbl.everything ORDER BY id")
         assert got == [(6,), (7,)], order
         assert without_versions(state(writer)) == without_versions(reference), order
         checked += 1
-    assert checked == 18
+    assert checked == 24
 
 
 def test_without_transaction_order_the_truncate_cut_goes_wrong() -> None:
@@ -1238,14 +1234,6 @@ def test_without_transaction_order_the_truncate_cut_goes_wrong() -> None:
         assert rows(writer, "SELECT id FROM labdbl.everything ORDER BY id") == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG in engine/state/transactions.py plan(): events outside a transaction "
-    "(snapshot rows, op r) are folded at once, whatever was applied before them; a "
-    "TRUNCATE applied from another partition before a snapshot row of the same table is "
-    "read does not remove that row (its LSN is older than the truncate's), so the "
-    "truncated table keeps it (id 2 here)",
-)
 def test_a_snapshot_row_read_after_a_truncate_of_its_table_stays_truncated() -> None:
     records = lab_double_one_partition()
     p0 = [r for r in records if (r.topic, r.partition) == ("labdbl.lab.everything", 0)]
@@ -1257,6 +1245,96 @@ def test_a_snapshot_row_read_after_a_truncate_of_its_table_stays_truncated() -> 
     for batch in (rest, p0):
         assert isinstance(step.fold(Polled(batch, {})), Folded)
     assert rows(writer, "SELECT id FROM labdbl.everything ORDER BY id") == [(6,), (7,)]
+
+
+#: Where the lab_double TRUNCATE of labdbl.lab.everything is: partition 1, offset 9.
+TRUNCATE_LSN = 28043752
+
+
+def _truncate_split() -> tuple[list[RawRecord], list[RawRecord]]:
+    """(partition 0 of labdbl.lab.everything: snapshot row id 2, then the creates of 6
+    and 7 after the truncate; every other record, the truncate among them)."""
+    records = lab_double_one_partition()
+    key = ("labdbl.lab.everything", 0)
+    return (
+        [r for r in records if (r.topic, r.partition) == key],
+        [r for r in records if (r.topic, r.partition) != key],
+    )
+
+
+@pytest.mark.parametrize("rules", [LAB_RULES, None], ids=["transactions", "as-they-come"])
+def test_a_snapshot_row_and_the_truncate_after_it_in_one_batch_or_two_agree(
+    rules: TxnRules | None,
+) -> None:
+    """The snapshot row (LSN 27992304) read with the truncate of its table, or in the
+    batch after it, with or without transaction order: the truncated table never
+    keeps it, and the state is the one batch's."""
+    p0, rest = _truncate_split()
+    reference = fold_in_one_batch([*p0, *rest], rules)
+    cuts = {
+        "snapshot row with the truncate": [[*rest, p0[0]], p0[1:]],
+        "snapshot row in the next batch": [rest, p0],
+        "snapshot row alone after": [rest, p0[:1], p0[1:]],
+    }
+    for name, batches in cuts.items():
+        writer = new_writer(rules=rules)
+        step = CheckpointedStep(writer, "m1")
+        stale = 0
+        for batch in batches:
+            done = step.fold(Polled(batch, {}))
+            assert isinstance(done, Folded), name
+            stale += done.result.stale
+        assert rows(writer, "SELECT id FROM labdbl.everything ORDER BY id") == [(6,), (7,)], name
+        assert without_versions(state(writer)) == without_versions(reference), name
+        # Within a batch the fold drops it (collapse), across batches the stored truncate.
+        assert stale == (0 if name == "snapshot row with the truncate" else 1), name
+        assert rows(writer, "SELECT table_schema, table_name, lsn FROM _changefold.truncates") == [
+            ("labdbl", "everything", TRUNCATE_LSN)
+        ], name
+
+
+def test_a_truncate_sent_again_empties_nothing_created_after_it() -> None:
+    """Every event applied as it comes (no transaction order): the TRUNCATE delivered a
+    second time (a connector re-emitting it) is at its table's last truncate, so the rows
+    created after it stay."""
+    records = lab_double_one_partition()
+    (truncate,) = [
+        r for r in records if (r.topic, r.partition, r.offset) == ("labdbl.lab.everything", 1, 9)
+    ]
+    writer = new_writer(rules=None)
+    step = CheckpointedStep(writer, "m1")
+    assert isinstance(step.fold(Polled(records, {})), Folded)
+    again = RawRecord(truncate.topic, 1, 10, truncate.key, truncate.value)
+    done = step.fold(Polled([again], {}))
+    assert isinstance(done, Folded) and done.result.stale == 1
+    assert rows(writer, "SELECT id FROM labdbl.everything ORDER BY id") == [(6,), (7,)]
+
+
+@pytest.mark.parametrize("clean_stop", [False, True], ids=["crash", "clean-stop"])
+def test_the_last_truncate_outlives_a_restart(tmp_path: Any, clean_stop: bool) -> None:
+    """The truncate is applied, the engine stops (crashes: what waited in memory is read
+    again from the stored resume positions; or stops cleanly) and a new writer over the
+    reopened state reads the snapshot row: it still knows the truncate."""
+    p0, rest = _truncate_split()
+    path = tmp_path / "state.duckdb"
+    store = Store(path)
+    store.migrate(STATE_SQL)
+    writer = new_writer(store, rules=LAB_RULES)
+    assert isinstance(CheckpointedStep(writer, "m1").fold(Polled(rest, {})), Folded)
+    if clean_stop:
+        writer.persist_held()
+    resume = writer.stored_offsets()
+    store.close()
+
+    store = Store(path)
+    store.migrate(STATE_SQL)
+    writer = new_writer(store, rules=LAB_RULES)
+    again = [r for r in rest if r.offset >= resume.get((r.topic, r.partition), 0)]
+    done = CheckpointedStep(writer, "m1").fold(Polled([*again, *p0], {}))
+    assert isinstance(done, Folded) and done.result.stale == 1
+    assert rows(writer, "SELECT id FROM labdbl.everything ORDER BY id") == [(6,), (7,)]
+    assert without_versions(state(writer)) == without_versions(_truncate_reference())
+    store.close()
 
 
 # -- 9. the frontier ------------------------------------------------------------------------
