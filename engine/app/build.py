@@ -13,9 +13,9 @@ that use it load quickly for `--help`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.core.config import Settings
 
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from engine.state.writer import StateWriter
 
 log = logging.getLogger(__name__)
+
+#: A partition: (topic, partition number).
+Key = tuple[str, int]
 
 
 def transaction_rules(settings: Settings, subscription: Subscription) -> TxnRules | None:
@@ -75,6 +78,32 @@ def state_writer(
     if views:
         attach_views(settings, store, writer)
     return writer
+
+
+def redrive_writer(settings: Settings, store: Store, group_id: str) -> StateWriter:
+    """A writer for `changefold dlq --redrive`: the derived views on, every event applied
+    as it comes (a dead letter's transaction was applied, or is held, without it)."""
+    from engine.app.wiring import attach_views
+    from engine.state.writer import StateWriter
+
+    writer = StateWriter(store, group_id, keep_batches=settings.engine.metrics_keep_batches)
+    attach_views(settings, store, writer)
+    return writer
+
+
+def history_reader(settings: Settings) -> Callable[[Mapping[Key, tuple[int, int]]], Iterator[Any]]:
+    """Reads ranges of partitions from Kafka (a consumer of no group, opened per call)."""
+    from engine.ingest.kafka_group import open_consumer
+    from engine.ingest.kafka_ranges import read_ranges
+
+    def read(ranges: Mapping[Key, tuple[int, int]]) -> Iterator[Any]:
+        consumer = open_consumer(settings, "changefold-history", group_id=None)
+        try:
+            yield from read_ranges(consumer, ranges, max_wait_ms=settings.engine.batch_max_wait_ms)
+        finally:
+            consumer.close()
+
+    return read
 
 
 def group_members(settings: Settings, subscription: Subscription) -> Callable[[str], BatchSource]:

@@ -15,7 +15,7 @@ so that a batch holds the legs of the same source transactions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -156,3 +156,31 @@ class KafkaRanges:
 
     def close(self) -> None:
         """The consumer belongs to the replay, which closes it."""
+
+
+class _FromFirst:
+    """A rebalance listener for reading ranges outside any state: no stored positions."""
+
+    def revoking(self, partitions: Sequence[Key]) -> None:
+        return None
+
+    def assigned(self, partitions: Sequence[Key]) -> Mapping[Key, int]:
+        return {}
+
+
+def read_ranges(
+    consumer: KafkaConsumer, ranges: Mapping[Key, tuple[int, int]], *, max_wait_ms: int = 200
+) -> Iterator[Any]:
+    """The records of [start, end) of each partition given, batch after batch (a
+    partition whose records were deleted by retention starts at its first offset)."""
+    source = KafkaRanges(
+        consumer,
+        {k: start for k, (start, _end) in ranges.items()},
+        {k: end for k, (_start, end) in ranges.items()},
+        name="ranges",
+        max_wait_ms=max_wait_ms,
+        max_records=10_000,
+    )
+    listener = _FromFirst()
+    while (polled := source.poll(listener)) is not None:
+        yield from polled.records

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -77,21 +78,53 @@ def listing(
         f"failed_at FROM {_TABLE} {where} ORDER BY id DESC LIMIT ?",
         [*params, limit],
     ).fetchall()
-    return [
-        StoredDeadLetter(
-            int(r[0]),
-            str(r[1]),
-            str(r[2]),
-            int(r[3]),
-            int(r[4]),
-            bytes(r[5]) if r[5] is not None else None,
-            bytes(r[6]) if r[6] is not None else None,
-            str(r[7]),
-            str(r[8]),
-            r[9],
-        )
-        for r in rows
-    ]
+    return [_stored(r) for r in rows]
+
+
+def _stored(r: tuple[Any, ...]) -> StoredDeadLetter:
+    return StoredDeadLetter(
+        int(r[0]),
+        str(r[1]),
+        str(r[2]),
+        int(r[3]),
+        int(r[4]),
+        bytes(r[5]) if r[5] is not None else None,
+        bytes(r[6]) if r[6] is not None else None,
+        str(r[7]),
+        str(r[8]),
+        r[9],
+    )
+
+
+def selection(
+    conn: duckdb.DuckDBPyConnection,
+    group_id: str,
+    *,
+    topic: str | None = None,
+    ids: Sequence[int] = (),
+) -> list[StoredDeadLetter]:
+    """A group's dead letters (all, or of one topic, or these ids), oldest first."""
+    rows = conn.execute(
+        f'SELECT id, group_id, topic, "partition", "offset", "key", "value", error, stage, '
+        f"failed_at FROM {_TABLE} WHERE group_id = ? AND (? IS NULL OR topic = ?) "
+        "AND (len(?) = 0 OR list_contains(?, id)) ORDER BY id",
+        [group_id, topic, topic, list(ids), list(ids)],
+    ).fetchall()
+    return [_stored(r) for r in rows]
+
+
+def positions(conn: duckdb.DuckDBPyConnection, group_id: str) -> set[tuple[str, int, int]]:
+    """(topic, partition, offset) of every dead letter of a group."""
+    rows = conn.execute(
+        f'SELECT topic, "partition", "offset" FROM {_TABLE} WHERE group_id = ?', [group_id]
+    ).fetchall()
+    return {(str(t), int(p), int(o)) for t, p, o in rows}
+
+
+def delete(conn: duckdb.DuckDBPyConnection, ids: Sequence[int]) -> None:
+    """Take these dead letters out, in the caller's transaction (settled by a redrive)."""
+    if ids:
+        conn.execute(f"DELETE FROM {_TABLE} WHERE list_contains(?, id)", [list(ids)])
 
 
 def count(conn: duckdb.DuckDBPyConnection) -> int:

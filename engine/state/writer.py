@@ -228,11 +228,14 @@ class StateWriter:
         plan: TxnPlan | None = None,
         records: int | None = None,
         nbytes: int | None = None,
+        settle_dead_letters: Sequence[int] = (),
     ) -> WriteResult:
         """Fold a decoded batch; `progress` is its positions (the batch's own, with the
         partitions' end offsets filled in by the source). With a transaction `plan`,
         its held and released events and the frontier are written in the same
-        transaction. Raises StaleBatch when its partitions moved on meanwhile."""
+        transaction. `settle_dead_letters`: ids of dead letters this batch takes out
+        of the table (a redrive; the batch's own failures are written anew). Raises
+        StaleBatch when its partitions moved on meanwhile."""
         base = BatchMetrics(
             member=member,
             records=batch.records if records is None else records,
@@ -252,7 +255,16 @@ class StateWriter:
             if plan is not None:
                 dead_letters = (*dead_letters, *plan.dead_letters)
             try:
-                return self._write(member, tables, dead_letters, progress, base, plan, dropped)
+                return self._write(
+                    member,
+                    tables,
+                    dead_letters,
+                    progress,
+                    base,
+                    plan,
+                    dropped,
+                    settle_dead_letters,
+                )
             except (StaleBatch, StateError):
                 self.catalog.reset()
                 raise
@@ -271,7 +283,14 @@ class StateWriter:
             try:
                 good, refused = self._isolate(tables, batch.raw)
                 return self._write(
-                    member, good, [*dead_letters, *refused], progress, base, plan, dropped
+                    member,
+                    good,
+                    [*dead_letters, *refused],
+                    progress,
+                    base,
+                    plan,
+                    dropped,
+                    settle_dead_letters,
                 )
             except duckdb.Error as exc:
                 self.catalog.reset()
@@ -292,6 +311,7 @@ class StateWriter:
         base: BatchMetrics,
         plan: TxnPlan | None = None,
         dropped: int = 0,
+        settle_dead_letters: Sequence[int] = (),
     ) -> WriteResult:
         t0 = time.perf_counter()
         upserts = deletes = 0
@@ -352,6 +372,7 @@ class StateWriter:
                 offsets.save_positions(conn, self.group_id, positions)
             else:
                 offsets.save(conn, self.group_id, progress)
+            deadletters.delete(conn, settle_dead_letters)
             deadletters.insert(conn, self.group_id, dead_letters)
             for earlier, ms in self._pending_commit_ms.items():
                 metrics.set_commit_ms(conn, earlier, ms)
