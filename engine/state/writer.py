@@ -372,8 +372,9 @@ class StateWriter:
                 offsets.save_positions(conn, self.group_id, positions)
             else:
                 offsets.save(conn, self.group_id, progress)
-            deadletters.delete(conn, settle_dead_letters)
+            # Written before the settled ones go, so that ids are never handed out again.
             deadletters.insert(conn, self.group_id, dead_letters)
+            deadletters.delete(conn, settle_dead_letters)
             for earlier, ms in self._pending_commit_ms.items():
                 metrics.set_commit_ms(conn, earlier, ms)
             fold_ms = (time.perf_counter() - t0) * 1000
