@@ -29,6 +29,9 @@ from engine.core.errors import ConfigError
 
 ENV_PREFIX = "CHANGEFOLD_"
 
+#: Wire formats of the change events (StackSettings.format).
+FORMATS = ("json", "avro")
+
 #: Where the project's own files (connectors/, sql/) live when running from a checkout.
 PACKAGE_PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -74,6 +77,15 @@ class StackSettings:
     # Kafka Connect distributed worker (REST API)
     connect_port: int = 58083
 
+    #: Wire format of the change events: "json" (Connect's JsonConverter with embedded
+    #: schemas) or "avro" (Confluent-framed Avro, schemas in a schema registry that
+    #: `changefold stack up` then runs; README "Avro and the schema registry").
+    format: str = "json"
+    # Schema registry (Apicurio Registry; run by the local stack with format=avro only)
+    #: Host the engine and tools reach the registry at (compose.yaml: `registry`).
+    registry_host: str = "127.0.0.1"
+    registry_port: int = 58081
+
     #: Seconds each component may take to become healthy.
     startup_timeout_s: float = 120.0
     #: Java executable (default $JAVA_HOME/bin/java, else java on PATH).
@@ -93,9 +105,14 @@ class StackSettings:
             "kafka_port",
             "kafka_controller_port",
             "connect_port",
+            "registry_port",
             "dashboard_port",
         ):
             _check_port(name, getattr(self, name))
+        if self.format not in FORMATS:
+            raise ConfigError(
+                f"{_env_name('format')}={self.format!r}: use " + " or ".join(map(repr, FORMATS))
+            )
         if self.topic_partitions < 1:
             raise ConfigError(
                 f"{_env_name('topic_partitions')}={self.topic_partitions}: a topic needs at "
@@ -110,6 +127,18 @@ class StackSettings:
     @property
     def connect_url(self) -> str:
         return f"http://127.0.0.1:{self.connect_port}"
+
+    @property
+    def avro(self) -> bool:
+        """Events are Avro with their schemas in the registry (format=avro)."""
+        return self.format == "avro"
+
+    @property
+    def registry_url(self) -> str:
+        """Base URL of the schema registry (its Confluent-compatible API is under
+        /apis/ccompat/v7, its own under /apis/registry/v2)."""
+        host = f"[{self.registry_host}]" if ":" in self.registry_host else self.registry_host
+        return f"http://{host}:{self.registry_port}"
 
     @property
     def dashboard_url(self) -> str:
@@ -473,7 +502,7 @@ class Settings:
 #: Settings every child process gets from its parent: where the stack lives and runs.
 _SHARED_WITH_CHILDREN = (
     "home", "pg_host", "pg_port", "kafka_host", "kafka_port", "kafka_controller_port",
-    "connect_port",
+    "connect_port", "format", "registry_host", "registry_port",
 )  # fmt: skip
 
 

@@ -22,6 +22,9 @@ Ports and paths (environment variables, defaults):
   CHANGEFOLD_KAFKA_PORT             Kafka broker (59092)
   CHANGEFOLD_KAFKA_CONTROLLER_PORT  KRaft controller (59093)
   CHANGEFOLD_CONNECT_PORT           Kafka Connect REST API (58083)
+  CHANGEFOLD_FORMAT                 json (default) or avro: avro also runs the
+                                    schema registry and Connect's Avro converter
+  CHANGEFOLD_REGISTRY_PORT          schema registry, with format avro (58081)
   CHANGEFOLD_TOPIC_PARTITIONS       partitions per captured table (3)
   CHANGEFOLD_STARTUP_TIMEOUT_S      seconds each component may take (120)
 

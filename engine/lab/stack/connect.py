@@ -15,8 +15,10 @@ import httpx
 
 from engine.core.config import Settings
 from engine.core.errors import StackError
+from engine.lab.stack.jars import avro_jars_dir
 from engine.lab.stack.jvm import java_command, write_log_config, write_properties
 from engine.lab.stack.process import ManagedProcess
+from engine.lab.stack.registry import converter_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,21 @@ class ConnectorSpec:
         return self.config["connector.class"]
 
 
+#: Connector settings that choose the converters (replaced with format=avro).
+_CONVERTER_KEYS = ("key.converter", "value.converter")
+
+
 def load_connector_specs(settings: Settings) -> list[ConnectorSpec]:
+    """connectors/*.json; with format=avro, their converter settings are replaced by
+    the Avro converter's (engine.lab.stack.registry.converter_settings)."""
     specs = []
     for path in sorted(settings.connectors_dir.glob("*.json")):
         try:
             doc = json.loads(path.read_text())
             spec = ConnectorSpec(name=doc["name"], config=dict(doc["config"]), path=path)
             spec.connector_class  # noqa: B018 - presence check
+            if settings.stack.avro:
+                spec = ConnectorSpec(spec.name, with_format(settings, spec.config), path)
         except (ValueError, KeyError, TypeError) as exc:
             raise StackError(
                 "connect",
@@ -55,6 +65,15 @@ def load_connector_specs(settings: Settings) -> list[ConnectorSpec]:
             ) from exc
         specs.append(spec)
     return specs
+
+
+def with_format(settings: Settings, config: Mapping[str, str]) -> dict[str, str]:
+    """A connector's config with the converters of the settings' format (format=json:
+    unchanged)."""
+    if not settings.stack.avro:
+        return dict(config)
+    kept = {k: v for k, v in config.items() if not k.startswith(_CONVERTER_KEYS)}
+    return kept | converter_settings(settings)
 
 
 class Connect:
@@ -72,7 +91,7 @@ class Connect:
 
     def properties(self) -> dict[str, str | int]:
         s = self.settings.stack
-        return {
+        props: dict[str, str | int] = {
             "bootstrap.servers": s.bootstrap_servers,
             "group.id": GROUP_ID,
             "key.converter": "org.apache.kafka.connect.json.JsonConverter",
@@ -117,6 +136,9 @@ class Connect:
             # retry.backoff.max.ms: 1 s), and Connect's task producers retry a send
             # without a delivery deadline, so no change is lost and none needs tuning here.
         }
+        if s.avro:  # the connectors' defaults; load_connector_specs sets them on each
+            props.update(converter_settings(self.settings))
+        return props
 
     def start(self) -> int:
         write_properties(self.props, self.properties())
@@ -127,6 +149,7 @@ class Connect:
             heap="1g",
             log_config=write_log_config(self.root / "log4j2.properties"),
             marker=str(self.props),
+            classpath=avro_jars_dir(self.settings) if self.settings.stack.avro else None,
         )
         env = {**os.environ, **self.settings.connector_env()}
         return self.process.start(cmd, env=env)

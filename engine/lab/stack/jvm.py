@@ -72,8 +72,10 @@ def java_command(
     heap: str,
     log_config: Path,
     marker: str,
+    classpath: Path | None = None,
 ) -> list[str]:
-    """java argv running `main_class` on the resolved jars' classpath."""
+    """java argv running `main_class` on the resolved jars' classpath (or on the jars of
+    `classpath`)."""
     return [
         settings.stack.java,
         f"-Xms{heap}",
@@ -84,7 +86,7 @@ def java_command(
         f"-Dlog4j2.configurationFile={log_config}",
         f"-Dchangefold.component={marker}",
         "-cp",
-        str(settings.jars_dir / "*"),
+        str((classpath or settings.jars_dir) / "*"),
         main_class,
         *args,
     ]

@@ -1,7 +1,8 @@
 """Bring the whole local stack up, down, and report its status.
 
-Order: Postgres and Kafka start side by side; Connect starts once Kafka is healthy,
-then every connectors/*.json is registered and must reach RUNNING.
+Order: Postgres and Kafka (and, with format=avro, the schema registry) start side
+by side; Connect starts once Kafka (and the registry) is healthy, then every
+connectors/*.json is registered and must reach RUNNING.
 
 A failing `up` from a stopped stack stops what it started, so nothing half-started
 is left running. A failing `up` that restarted part of a running stack (a broker
@@ -24,11 +25,19 @@ import psycopg
 from engine.core.config import Settings
 from engine.core.errors import StackError
 from engine.lab.stack.connect import Connect, ConnectorSpec, load_connector_specs
-from engine.lab.stack.jars import ensure_jars, jars_ready
+from engine.lab.stack.jars import (
+    avro_jars_ready,
+    ensure_avro_jars,
+    ensure_jars,
+    ensure_registry,
+    jars_ready,
+    registry_ready,
+)
 from engine.lab.stack.jvm import check_java
 from engine.lab.stack.kafka import Kafka
 from engine.lab.stack.postgres import Postgres
 from engine.lab.stack.process import ManagedProcess, port_in_use, wait_until
+from engine.lab.stack.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +65,13 @@ class Stack:
         self.postgres = Postgres(settings)
         self.kafka = Kafka(settings)
         self.connect = Connect(settings)
+        #: The schema registry: run with format=avro only.
+        self.registry = Registry(settings)
 
     @property
     def components(self) -> list[Component]:
+        if self.settings.stack.avro:
+            return [self.postgres, self.kafka, self.registry, self.connect]
         return [self.postgres, self.kafka, self.connect]
 
     # -- up ----------------------------------------------------------------------------
@@ -72,6 +85,8 @@ class Stack:
         try:
             self._preflight(echo)
             first: list[Component] = [self.postgres, self.kafka]  # side by side
+            if self.settings.stack.avro:
+                first.append(self.registry)
             for comp in first:
                 if self._start(comp, echo):
                     started.append(comp)
@@ -80,6 +95,8 @@ class Stack:
             if loaded:
                 echo(f"  postgres   loaded {', '.join(loaded)}")
             self._await(self.kafka, echo)
+            if self.settings.stack.avro:
+                self._await(self.registry, echo)
             if self._start(self.connect, echo):
                 started.append(self.connect)
             self._await(self.connect, echo)
@@ -107,6 +124,15 @@ class Stack:
             echo("  jars       resolving Kafka, Connect and Debezium with Maven (first run only)")
             ensure_jars(self.settings)
             echo(f"  jars       resolved into {self.settings.jars_dir}")
+        if self.settings.stack.avro:
+            if not avro_jars_ready(self.settings):
+                echo("  jars       resolving the Avro converter with Maven (first avro run only)")
+                ensure_avro_jars(self.settings)
+                echo(f"  jars       resolved into {self.settings.jars_dir / 'avro'}")
+            if not registry_ready(self.settings):
+                echo("  registry   fetching the schema registry with Maven (first avro run only)")
+                ensure_registry(self.settings)
+                echo(f"  registry   unpacked into {self.settings.jars_dir / 'registry'}")
         check_java(self.settings)
         self.postgres.bin_dir()
         for comp in self.components:
@@ -197,15 +223,20 @@ class Stack:
     # -- down ----------------------------------------------------------------------------
 
     def down(self, purge: bool = False, echo: Echo = print) -> None:
-        """Stop Connect, then Kafka, then Postgres; `purge` also deletes their data."""
-        for comp in reversed(self.components):
+        """Stop Connect, then the registry, Kafka and Postgres; `purge` also deletes their
+        data. A registry left running by a stack started with format=avro is stopped
+        whatever the format now."""
+        comps = self.components
+        if self.registry not in comps and self.registry.process.pid() is not None:
+            comps = [self.postgres, self.kafka, self.registry, self.connect]
+        for comp in reversed(comps):
             if comp.process.stop(timeout_s=60.0):
                 echo(f"  {comp.name:<10} stopped")
             else:
                 echo(f"  {comp.name:<10} not running")
         if purge:
             home = self.settings.home
-            for sub in ("postgres", "kafka", "connect", "run"):
+            for sub in ("postgres", "kafka", "registry", "connect", "run"):
                 path = home / sub
                 if path.exists() and path != self.settings.jars_dir:
                     shutil.rmtree(path)
