@@ -6,6 +6,10 @@ bulk JSON read, and the columns are converted with polars/numpy expressions.
 An event that cannot be decoded, or that contradicts its envelope's schema or
 its topic (engine.decode.violations), becomes a `DeadLetter` with the reason;
 the rest of the batch is unaffected.
+
+Confluent-framed Avro messages (format=avro; told apart by their first byte, 0,
+where a JSON message has "{") are turned into the same schema and payload bytes by
+engine.decode.avro.AvroSplitter, and decoded from there on as JSON messages are.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import polars as pl
 from engine.core.errors import DecodeError
 from engine.core.positions import PartitionProgress
 from engine.decode import bulkjson, violations
+from engine.decode.avro import MAGIC_BYTE, AvroSplitter, SchemaRegistry
 from engine.decode.convert import convert, placeholder_mask
 from engine.decode.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
 from engine.decode.logical import fingerprint, raw_dtype
@@ -83,7 +88,10 @@ class _GroupResult:
 class Decoder:
     """Decodes batches; remembers parsed schemas between batches (nothing else)."""
 
-    def __init__(self) -> None:
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        """`registry`: where Avro messages' schemas are read (None: the process's,
+        engine.decode.avro.default_registry, asked only when an Avro message comes)."""
+        self._avro = AvroSplitter(registry)
         self._schemas = SchemaCache()
         self._splitters: dict[str, Splitter] = {}
         self._key_splitters: dict[str, Splitter] = {}
@@ -104,6 +112,9 @@ class Decoder:
         events that carry no schema of their own.
         """
         known = known or {}
+        # Avro is read only when a registry is set (format=avro): a JSON stack's
+        # message that starts with a 0 byte stays what it is, malformed JSON.
+        avro = self._avro.registry is not None
         progress: dict[tuple[str, int], list[int]] = {}
         groups: dict[tuple[str, bytes | None, bytes | None], _Group] = {}
         dead: list[DeadLetter] = []
@@ -144,8 +155,14 @@ class Decoder:
                 continue
             key = rec.key
             try:
-                value_schema, payload = splitter.split(value)
-                key_schema, key_payload = (None, None) if key is None else key_splitter.split(key)
+                if avro and value[:1] == MAGIC_BYTE:
+                    value_schema, payload = self._avro.split(value)
+                    key_schema, key_payload = (None, None) if key is None else self._avro.split(key)
+                else:
+                    value_schema, payload = splitter.split(value)
+                    key_schema, key_payload = (
+                        (None, None) if key is None else key_splitter.split(key)
+                    )
             except MalformedEnvelope as exc:
                 dead.append(_dead(rec, str(exc)))
                 continue

@@ -100,8 +100,10 @@ def event_txn(value: bytes) -> tuple[str, int | None, int] | None:
     The envelope's `transaction` field follows `before`, `after` and `source`, and
     only `op` and the timestamps come after it, so its last occurrence is the
     envelope's own (a column value holding the same text comes earlier). Anything
-    unexpected falls back to parsing the JSON.
+    unexpected falls back to parsing the JSON. An Avro event: see avro_event_txn.
     """
+    if value[:1] == b"\x00":
+        return avro_event_txn(value)
     at = value.rfind(_TXN)
     if at < 0:
         return None
@@ -139,7 +141,9 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
     """An END record of a transaction topic as a TxnEnd; None for BEGIN (nothing to do:
     BEGIN and END of one transaction may sit in different partitions, and the END
     alone says what the transaction holds). Raises ValueError for a record that is
-    not transaction metadata."""
+    not transaction metadata. An Avro record: see avro_marker."""
+    if value is not None and value[:1] == b"\x00":
+        return avro_marker(topic, partition, offset, value)
     if value is None or value.rfind(_BEGIN, max(len(value) - 512, 0)) >= 0:
         return None
     at = value.rfind(b'"payload":{"status":"END",')
@@ -197,3 +201,47 @@ def _collection_counts(prefix: str, collections: Any) -> tuple[tuple[str, int], 
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"a data_collections entry without an event count: {entry!r}") from exc
     return tuple(sorted(counts))
+
+
+# -- Avro (format=avro): the same records, Confluent-framed ----------------------------
+
+
+def avro_event_txn(value: bytes) -> tuple[str, int | None, int] | None:
+    """event_txn of an Avro data event: its `transaction` block read with the
+    registry's schema (engine.decode.avro)."""
+    from engine.decode.avro import txn_block
+
+    txn = txn_block(value)
+    if isinstance(txn, dict) and isinstance(txn.get("id"), str):
+        order = txn.get("total_order")
+        return (
+            xid_of_id(txn["id"]),
+            order if isinstance(order, int) else None,
+            _lsn_of_id(txn["id"]),
+        )
+    return None
+
+
+def avro_marker(topic: str, partition: int, offset: int, value: bytes) -> TxnEnd | None:
+    """parse_marker of an Avro BEGIN/END record."""
+    from engine.decode.avro import MalformedEnvelope, marker_fields
+
+    try:
+        data = marker_fields(value)
+    except MalformedEnvelope as exc:
+        raise ValueError(str(exc)) from None
+    if "status" not in data or "id" not in data:
+        raise ValueError("not a transaction BEGIN/END record (no status or id)")
+    if data["status"] == "BEGIN":
+        return None
+    if data["status"] != "END":
+        raise ValueError(f"unknown transaction status {data['status']!r}")
+    return TxnEnd(
+        xid=xid_of_id(str(data["id"])),
+        lsn=_lsn_of_id(str(data["id"])),
+        ts_ms=int(data.get("ts_ms") or 0),
+        counts=_collection_counts(prefix_of(topic), data.get("data_collections") or ()),
+        topic=topic,
+        partition=partition,
+        offset=offset,
+    )
