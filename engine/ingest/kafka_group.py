@@ -19,8 +19,6 @@ from kafka.structs import OffsetAndMetadata
 from engine.core.config import Settings
 from engine.core.errors import KafkaUnavailableError, TopicMissingError
 from engine.core.positions import PartitionProgress
-from engine.ingest import kafka_pause
-from engine.ingest.aligned import SourceTimeAligner
 from engine.ingest.source import Key, Polled, Rebalance, describe
 
 log = logging.getLogger(__name__)
@@ -31,8 +29,6 @@ BOOTSTRAP_TIMEOUT_MS = 10_000
 #: Pauses between attempts to reach Kafka: doubling from the first to the longest.
 FIRST_PAUSE_S = 1.0
 LONGEST_PAUSE_S = 10.0
-#: How long each further fetch of a batch being filled waits (ms), while catching up.
-FILL_WAIT_MS = 100
 
 
 def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
@@ -46,7 +42,7 @@ def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
         "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
         "max_poll_records": settings.engine.batch_max_records,
         "fetch_max_bytes": max(settings.engine.batch_max_bytes, 1024 * 1024),
-        "max_partition_fetch_bytes": settings.engine.partition_fetch_bytes,
+        "max_partition_fetch_bytes": max(settings.engine.batch_max_bytes // 4, 1024 * 1024),
         "fetch_max_wait_ms": min(settings.engine.batch_max_wait_ms, 500),
         "metadata_max_age_ms": 10_000,
         "session_timeout_ms": settings.engine.consumer_session_timeout_ms,
@@ -179,13 +175,6 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
             log.info("%s: partitions revoked: %s", member.name, _names(revoked))
         member.assigned = []
         member.positions = {}
-        # Records fetched but not handed out are read again by whoever gets them.
-        member.aligner.clear()
-        kept = [TopicPartition(*k) for k in member._ahead]
-        if kept:
-            member.consumer.resume(*kept)
-        member._ahead = set()
-        member._fetched_to = {}
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         member = self.member
@@ -208,7 +197,6 @@ class _SeekToStoredOffsets(ConsumerRebalanceListener):
                     offset,
                 )
             member.positions[tp] = offset
-            member._fetched_to[tp] = offset
 
 
 class KafkaGroupMember:
@@ -238,11 +226,6 @@ class KafkaGroupMember:
         #: (None: from the beginning, nothing read yet).
         self.positions: dict[TopicPartition, int | None] = {}
         self._rebalance: Rebalance | None = None
-        #: Fetched records not handed out yet, and the partitions paused for them.
-        self.aligner = SourceTimeAligner()
-        self._ahead: set[Key] = set()
-        #: Next offset to fetch per assigned partition, as far as this member knows.
-        self._fetched_to: dict[TopicPartition, int | None] = {}
         self._closed = False
         self._join_wait_ms = settings.engine.consumer_session_timeout_ms + 5_000
         self.consumer = open_consumer(settings, name, group_id=settings.engine.group_id)
@@ -261,63 +244,29 @@ class KafkaGroupMember:
     def poll(self, rebalance: Rebalance) -> Polled:
         """One batch: at most batch_max_records records and (about) batch_max_bytes bytes.
 
-        While some partition is behind its high watermark (catching up), the batch is
-        filled from several fetches, and partitions are handed out together in source
-        time (engine/ingest/aligned.py): one fetched ahead of the others waits, paused.
-        At the tail a batch is what one poll brings. Records past the byte bound stay
-        in the aligner for the next batch.
+        Records past the byte bound are given back: their partitions are rewound
+        to the first record not taken.
         """
         self._rebalance = rebalance
-        max_records = self.settings.engine.batch_max_records
-        max_bytes = self.settings.engine.batch_max_bytes
-        timeout_ms = self._poll_timeout_ms()
-        while True:
-            self._pause_ahead()
-            polled = kafka_pause.poll(self.consumer, timeout_ms, max_records)
-            for batch in polled.values():
-                self.aligner.add(batch)
-                if batch:
-                    last = batch[-1]
-                    self._fetched_to[TopicPartition(last.topic, last.partition)] = last.offset + 1
-            behind = self._behind()
-            if not polled or not behind:
-                break
-            count, size = self.aligner.releasable(behind, max_records, max_bytes)
-            if count >= max_records or size >= max_bytes:
-                break
-            timeout_ms = min(self.settings.engine.batch_max_wait_ms, FILL_WAIT_MS)
-        records = self.aligner.take(self._behind(), max_records, force=True)
+        polled = self.consumer.poll(
+            timeout_ms=self._poll_timeout_ms(),
+            max_records=self.settings.engine.batch_max_records,
+        )
+        records: list[Any] = []
+        for batch in polled.values():
+            records.extend(batch)
+        limit = self.settings.engine.batch_max_bytes
         total = 0
         for i, rec in enumerate(records):
             total += len(rec.value or b"") + len(rec.key or b"")
-            if total > max_bytes and i > 0:
-                self.aligner.put_back(records[i:])
+            if total > limit and i > 0:
+                self._give_back(records[i:])
                 records = records[:i]
                 break
-        self._pause_ahead()
         for rec in records:
             self.positions[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
         ends = {key: self._end_offset(*key) for key in {(r.topic, r.partition) for r in records}}
         return Polled(records, ends)
-
-    def _behind(self) -> list[Key]:
-        """Assigned partitions fetched short of their high watermark (or not known)."""
-        behind = []
-        for tp in self.assigned:
-            end = self.consumer.highwater(tp)
-            fetched = self._fetched_to.get(tp)
-            if end is None or (end > 0 if fetched is None else fetched < end):
-                behind.append((tp.topic, tp.partition))
-        return behind
-
-    def _pause_ahead(self) -> None:
-        """Pause the partitions whose records wait in the aligner; resume the others."""
-        ahead = self.aligner.waiting()
-        if ahead - self._ahead:
-            self.consumer.pause(*[TopicPartition(*k) for k in sorted(ahead - self._ahead)])
-        if self._ahead - ahead:
-            self.consumer.resume(*[TopicPartition(*k) for k in sorted(self._ahead - ahead)])
-        self._ahead = ahead
 
     def _poll_timeout_ms(self) -> int:
         """batch_max_wait_ms, but long while the member (re)joins the group.
@@ -346,6 +295,13 @@ class KafkaGroupMember:
         except Exception:
             return False
 
+    def _give_back(self, records: Sequence[Any]) -> None:
+        first: dict[TopicPartition, int] = {}
+        for rec in records:
+            first.setdefault(TopicPartition(rec.topic, rec.partition), rec.offset)
+        for tp, offset in first.items():
+            self.consumer.seek(tp, offset)
+
     def caught_up(self) -> bool:
         """True when every assigned partition has been read up to its high watermark."""
         for tp in self.assigned:
@@ -366,10 +322,8 @@ class KafkaGroupMember:
         for (topic, partition), offset in positions.items():
             tp = TopicPartition(topic, partition)
             if tp in self.assigned:
-                self.aligner.drop([(topic, partition)])
                 self.consumer.seek(tp, offset)
                 self.positions[tp] = offset
-                self._fetched_to[tp] = offset
 
     def finish(self, partitions: Sequence[Key]) -> None:
         """A group member follows its partitions for good: nothing to finish."""

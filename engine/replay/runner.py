@@ -81,7 +81,12 @@ class Replay:
                 f"{self.target} is the live engine's state file; replay into another path"
             )
         existing = _existing_meta(self.target)
-        consumer = open_consumer(self.settings, "changefold-replay", group_id=None)
+        consumer = open_consumer(
+            self.settings,
+            "changefold-replay",
+            group_id=None,
+            max_partition_fetch_bytes=self.settings.engine.partition_fetch_bytes,
+        )
         try:
             topics = self._topics(consumer, existing)
             tps = _partitions(consumer, topics)
