@@ -243,49 +243,47 @@ def table(key: str, sql: str, rows: int, empty: str) -> None:
 
 def stack_panels() -> None:
     src = data.sources()
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Connectors")
-        try:
-            conns = data.connectors(src)
-        except data.DataError as exc:
-            ui.banner(exc)
+    # one above the other, at full width: side by side, their columns are cut off
+    st.subheader("Connectors")
+    try:
+        conns = data.connectors(src)
+    except data.DataError as exc:
+        ui.banner(exc)
+    else:
+        if not conns:
+            st.caption(f"no connector registered at {src.connect_url}")
+        rows = [
+            {
+                "connector": c.name,
+                "state": _state(c.state),
+                "task": f"{c.name}-{task_id}",
+                "task state": _state(state),
+                "worker": worker,
+                "error": (trace or "").strip().split("\n", 1)[0],
+            }
+            for c in conns
+            for task_id, state, worker, trace in (c.tasks or ((0, "NO TASK", "", ""),))
+        ]
+        if rows:
+            st.dataframe(pl.DataFrame(rows), hide_index=True, key="pl_connectors")
+    st.subheader("Replication slots")
+    try:
+        slots = data.replication_slots(src)
+    except data.DataError as exc:
+        ui.banner(exc)
+    else:
+        if slots.is_empty():
+            st.caption("no replication slot")
         else:
-            if not conns:
-                st.caption(f"no connector registered at {src.connect_url}")
-            rows = [
-                {
-                    "connector": c.name,
-                    "state": _state(c.state),
-                    "task": f"{c.name}-{task_id}",
-                    "task state": _state(state),
-                    "worker": worker,
-                    "error": trace,
-                }
-                for c in conns
-                for task_id, state, worker, trace in (c.tasks or ((0, "NO TASK", "", ""),))
-            ]
-            if rows:
-                st.dataframe(pl.DataFrame(rows), hide_index=True, key="pl_connectors")
-    with right:
-        st.subheader("Replication slots")
-        try:
-            slots = data.replication_slots(src)
-        except data.DataError as exc:
-            ui.banner(exc)
-        else:
-            if slots.is_empty():
-                st.caption("no replication slot")
-            else:
-                st.dataframe(
-                    slots.with_columns(
-                        pl.col("retained_wal_bytes")
-                        .map_elements(ui.size, return_dtype=pl.String)
-                        .alias("retained WAL")
-                    ).select("slot_name", "plugin", "active", "wal_status", "retained WAL"),
-                    hide_index=True,
-                    key="pl_slots",
-                )
+            st.dataframe(
+                slots.with_columns(
+                    pl.col("retained_wal_bytes")
+                    .map_elements(ui.size, return_dtype=pl.String)
+                    .alias("retained WAL")
+                ).select("slot_name", "plugin", "active", "wal_status", "retained WAL"),
+                hide_index=True,
+                key="pl_slots",
+            )
 
 
 def _state(state: str) -> str:
