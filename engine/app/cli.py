@@ -82,6 +82,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_group",
         "Measure the derived views against ground truth.",
     ),
+    "schemas": (
+        "engine.app.commands.schemas",
+        "schemas",
+        "List the schema registry's subjects, their versions and compatibility mode.",
+    ),
     "demo": (
         "engine.app.commands.demo",
         "demo",

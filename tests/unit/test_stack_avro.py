@@ -64,3 +64,25 @@ def test_registry_command_line(tmp_path: Path) -> None:
     assert registry_version(s).endswith(".Final")
     # Nothing runs: no pid file.
     assert reg.process.pid() is None
+
+
+def test_schemas_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from engine.app.commands.schemas import schemas
+    from engine.lab.stack import registry
+
+    json_settings = Settings.from_env({}, home=tmp_path)
+    out = CliRunner().invoke(schemas, [], obj=json_settings)
+    assert out.exit_code != 0 and "the format is json" in str(out.exception)
+
+    listed = [
+        {"subject": "bank.bank.accounts-value", "versions": [{"version": 1, "id": 7}],
+         "compatibility": "NONE"},
+    ]  # fmt: skip
+    monkeypatch.setattr(registry, "list_subjects", lambda url: listed)
+    avro_settings = Settings.from_env({"CHANGEFOLD_FORMAT": "avro"}, home=tmp_path)
+    out = CliRunner().invoke(schemas, [], obj=avro_settings)
+    assert out.exit_code == 0, out.output
+    assert "bank.bank.accounts-value" in out.output and "1:7" in out.output
+    assert "NONE" in out.output
