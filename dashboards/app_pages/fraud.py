@@ -137,22 +137,28 @@ def drill_down(feed: pl.DataFrame) -> None:
     top = next(iter(rows))
 
     def label(a: object) -> str:
-        r = rows.get(top if a == TOP else a)
+        if a == TOP:
+            # A fixed text: the browser keeps an option's label from the run that drew
+            # the widget, so a label naming the top alert would go stale as alerts come.
+            return "the top alert of the feed (follows new alerts)"
+        r = rows.get(a)  # type: ignore[call-overload]
         if r is None:
             return str(a)
-        text = (
+        return (
             f"{r['rule'].replace('_', ' ')} · account {r['account_id']} · "
             f"severity {r['severity']:.2f} · {ui.when(r['event_time'])}"
         )
-        return f"the top alert of the feed: {text}" if a == TOP else text
 
     # The first option follows the feed's top alert as new alerts arrive; the others
-    # stay what the user picked.
+    # stay what the user picked. The alert shown is named below the picker.
     picked = st.selectbox("Alert", [TOP, *rows], format_func=label, key="fr_alert")
     alert = rows.get(top if picked == TOP else picked)
     if alert is None:
         return
-    st.markdown(f"**{alert['rule'].replace('_', ' ')}**: {alert['reason']}")
+    st.markdown(
+        f"**{alert['rule'].replace('_', ' ')}** · account {alert['account_id']} · severity "
+        f"{alert['severity']:.2f} · {ui.when(alert['event_time'])}: {alert['reason']}"
+    )
     try:
         txns = data.query(
             queries.evidence(int(alert["account_id"]), [int(t) for t in alert["evidence_txn_ids"]]),

@@ -70,13 +70,19 @@ def test_the_evidence_shown_first_is_the_top_alert_and_follows_it(served: Served
         "WHERE alert_id = (SELECT alert_id FROM live.fraud_alerts "
         f"{ORDER} OFFSET 5 LIMIT 1)"
     )
-    newer, evidence = served.rows(
-        f"SELECT alert_id, evidence_txn_ids FROM live.fraud_alerts {ORDER}"
+    newer, evidence, account = served.rows(
+        f"SELECT alert_id, evidence_txn_ids, account_id FROM live.fraud_alerts {ORDER}"
     )[0]
     assert newer != top
     at.run()
     assert at.selectbox(key="fr_alert").value == "top"
     assert set(frame_with(at, "txn_id")["txn_id"]) == set(evidence)
+    # the picker's first label is fixed (a browser keeps an option's label); the alert
+    # shown is named under it
+    assert (
+        at.selectbox(key="fr_alert").options[0] == "the top alert of the feed (follows new alerts)"
+    )
+    assert any(f"account {account} ·" in m.value for m in at.markdown)
 
 
 def test_evidence_drill_down_shows_the_alerts_transactions(served: Served) -> None:
