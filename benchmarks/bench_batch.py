@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
 import heapq
+import importlib
 import itertools
 import json
 import os
@@ -41,13 +43,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from engine.app.wiring import attach_views
 from engine.core.config import Settings
 from engine.decode.records import RawRecord
 from engine.ingest.source import Polled
@@ -58,11 +61,11 @@ from engine.lab.views.simulate import take_events
 from engine.lab.workload.arcade import ArcadePlanner
 from engine.lab.workload.bank import BankPlanner
 from engine.lab.workload.plan import PgTxn, PlanConfig
+from engine.state import writer as writer_module
 from engine.state.store import Store
 from engine.state.transactions import TxnRules
 from engine.state.writer import StateWriter
 from engine.views.maintainer import ViewMaintainer
-from engine.views.observer import ViewsObserver
 
 RESULT = "RESULT "
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,90 +311,347 @@ def cut(records: Sequence[RawRecord], size: int) -> list[list[RawRecord]]:
     return [list(records[i : i + size]) for i in range(0, len(records), size)]
 
 
+# -- measuring ------------------------------------------------------------------------
+
+PHASES = ("decode", "mirrors", "views", "commit", "other")
+
+
+class Meter:
+    """Wall and CPU ms and SQL statements per phase of the batch being folded."""
+
+    def __init__(self) -> None:
+        self.phase = "other"
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.statements: dict[str, int] = {}
+        #: With --profile: CPU ms per statement text (its first 140 characters).
+        self.profile: dict[str, float] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.wall = dict.fromkeys(PHASES, 0.0)
+        self.cpu = dict.fromkeys(PHASES, 0.0)
+        self.statements = dict.fromkeys(PHASES, 0)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        outer, self.phase = self.phase, phase
+        c0, w0 = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wall[phase] += (time.perf_counter() - w0) * 1000
+            self.cpu[phase] += (time.process_time() - c0) * 1000
+            self.phase = outer
+
+    def wrap(self, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.timed(phase):
+                return fn(*args, **kwargs)
+
+        return timed
+
+
+class CountingConnection:
+    """A DuckDB connection that counts the statements run through it (per phase of the
+    meter) and times the COMMIT; everything else is the connection's own."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, meter: Meter) -> None:
+        self._conn = conn
+        self._meter = meter
+
+    def execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._meter.statements[self._meter.phase] += 1
+        if query.strip().upper() == "COMMIT":
+            with self._meter.timed("commit"):
+                return self._conn.execute(query, *args, **kwargs)
+        if self._meter.profile is None:
+            return self._conn.execute(query, *args, **kwargs)
+        w0 = time.perf_counter()
+        try:
+            return self._conn.execute(query, *args, **kwargs)
+        finally:
+            key = f"{self._meter.phase}: {' '.join(query.split())[:140]}"
+            self._meter.profile[key] = (
+                self._meter.profile.get(key, 0.0) + (time.perf_counter() - w0) * 1000
+            )
+
+    def sql(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._meter.statements[self._meter.phase] += 1
+        return self._conn.sql(query, *args, **kwargs)
+
+    def executemany(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        self._meter.statements[self._meter.phase] += 1
+        return self._conn.executemany(query, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+class TimedObserver:
+    """The views observer, timed as the `views` phase (it keeps declaring its mirrors)."""
+
+    def __init__(self, observer: Any, meter: Meter) -> None:
+        self.observer = observer
+        self.meter = meter
+        self.mirrors = getattr(observer, "mirrors", None)
+
+    def __call__(self, *args: Any) -> None:
+        with self.meter.timed("views"):
+            self.observer(*args)
+
+
+def profile_function(meter: Meter, module_name: str, name: str) -> None:
+    """Time a module's function in the profile (CPU ms), as `step: module.name`."""
+    module = importlib.import_module(module_name)
+    fn = getattr(module, name, None)
+    if fn is None:
+        return
+    key = f"step: {module_name}.{name}"
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        c0 = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if meter.profile is not None:
+                spent = (time.process_time() - c0) * 1000
+                meter.profile[key] = meter.profile.get(key, 0.0) + spent
+
+    setattr(module, name, timed)
+
+
+#: Columns of the views' tables that hold the wall clock (left out of the digest).
+WALL_CLOCK = frozenset({"updated", "detected_at"})
+
+
+def digest(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Per table of the views and mirrors: row count and an order-independent hash of
+    its rows (wall-clock columns left out), to check that two checkouts agree."""
+    out: dict[str, str] = {}
+    tables = conn.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema IN ('live', 'bank', 'arcade') AND table_type = 'BASE TABLE' "
+        "ORDER BY 1, 2"
+    ).fetchall()
+    for schema, table in tables:
+        columns = [
+            str(c)
+            for (c,) in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                [schema, table],
+            ).fetchall()
+            if c not in WALL_CLOCK
+        ]
+        row = ", ".join(f'"{c}"' for c in columns)
+        n, h = conn.execute(
+            f'SELECT count(*), coalesce(sum(hash(({row}))), 0) FROM "{schema}"."{table}"'
+        ).fetchall()[0]
+        out[f"{schema}.{table}"] = f"{n}:{h}"
+    return out
+
+
 # -- one run --------------------------------------------------------------------------
 
 
-def run_once(args: argparse.Namespace) -> dict[str, float]:
+def parse_tail(text: str) -> list[tuple[int, int]]:
+    """`100:40,1000:10` -> [(100, 40), (1000, 10)]: batch size and number of batches."""
+    out = []
+    for part in text.split(","):
+        size, _, count = part.partition(":")
+        out.append((int(size), int(count)))
+    return out
+
+
+def run_once(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings()
+    root = Path(settings.views_sql_dir).resolve().parents[1]
     envelopes = Envelopes(mirror_types(settings))
+    tail = parse_tail(args.tail)
+    tail_records = sum(size * count for size, count in tail)
     records: list[RawRecord] = []
-    for txn in history(args.history + args.tail, args.population, args.seed):
+    warm: list[RawRecord] = []
+    for txn in history(args.history + 4 * tail_records, args.population, args.seed):
         records.extend(envelopes.records(txn))
-    data = sum(1 for r in records if r.topic.count(".") == 2)
-    warm_until = int(len(records) * args.history / (args.history + args.tail))
+        if not warm and sum(1 for r in records if r.topic.count(".") == 2) >= args.history:
+            warm, records = records, []
+        if warm and len(records) >= tail_records:
+            break
+    meter = Meter()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         store = Store(Path(tmp) / "state.duckdb")
-        store.migrate(ROOT / "sql" / "state")
+        store.migrate(root / "sql" / "state")
         rules = TxnRules(frozenset({"bank", "arcade"})) if args.transactions == "on" else None
         writer = StateWriter(store, "bench", transactions=rules)
-        maintainer = ViewMaintainer(settings.views_sql_dir, settings.views.params())
-        with store.lock:
-            maintainer.install(store.connection)
-        observer = ViewsObserver(maintainer)
-        writer.add_observer(observer)
+        observer = attach_views(settings, store, writer)
         step = CheckpointedStep(writer, "bench")
-        for batch in cut(records[:warm_until], 5000):
+        for batch in cut(warm, 20_000):
             step.fold(Polled(batch))
-        cpu: list[float] = []
-        wall: list[float] = []
-        views: list[float] = []
-        folds: list[float] = []
-        sizes: list[int] = []
-        for batch in cut(records[warm_until:], args.batch):
-            observer.last = None
-            c0, w0 = time.process_time(), time.perf_counter()
-            outcome = step.fold(Polled(batch))
-            cpu.append((time.process_time() - c0) * 1000)
-            wall.append((time.perf_counter() - w0) * 1000)
-            views.append(observer.last.ms if observer.last is not None else 0.0)
-            folds.append(outcome.result.fold_ms if isinstance(outcome, Folded) else 0.0)
-            sizes.append(len(batch))
-        alerts = store.connection.execute("SELECT count(*) FROM live.fraud_alerts").fetchall()
+        folded = store.connection.execute("SELECT count(*) FROM bank.transactions").fetchall()
+        accounts = store.connection.execute("SELECT count(*) FROM bank.accounts").fetchall()
+        # Measured from here: phases timed, statements counted.
+        store._conn = CountingConnection(store._conn, meter)  # type: ignore[assignment]
+        writer.observers = tuple(TimedObserver(o, meter) for o in writer.observers)
+        writer_module.apply_changes = meter.wrap("mirrors", writer_module.apply_changes)
+        step._decode = meter.wrap("decode", step._decode)  # type: ignore[method-assign]
+        out: dict[str, Any] = {
+            "warm_records": len(warm),
+            "transactions_in_state": int(folded[0][0]),
+            "accounts_in_state": int(accounts[0][0]),
+            "sizes": {},
+        }
+        if args.profile:
+            meter.profile = {}
+            # Python-side steps, timed whole (their statements are counted inside them too).
+            for module, name in (
+                ("engine.state.fold", "_rows_of"),
+                ("engine.views.maintainer", "stage_inputs"),
+                ("engine.views.inputs", "_stage_frame"),
+                ("engine.views.maintainer", "drop_inputs"),
+                ("engine.views.maintainer", "moved"),
+                ("engine.views.observer", "by_mirror"),
+            ):
+                profile_function(meter, module, name)
+        at = 0
+        for size, count in tail:
+            rows: list[dict[str, Any]] = []
+            for batch in cut(records[at : at + size * count], size):
+                meter.reset()
+                observer.last = None
+                c0, w0 = time.process_time(), time.perf_counter()
+                outcome = step.fold(Polled(batch))
+                cpu = (time.process_time() - c0) * 1000
+                wall = (time.perf_counter() - w0) * 1000
+                stats = observer.last
+                rows.append(
+                    {
+                        "records": len(batch),
+                        "folded": isinstance(outcome, Folded),
+                        "wall": {
+                            **meter.wall,
+                            "other": wall - sum(v for k, v in meter.wall.items() if k != "other"),
+                            "total": wall,
+                        },
+                        "cpu": {
+                            **meter.cpu,
+                            "other": cpu - sum(v for k, v in meter.cpu.items() if k != "other"),
+                            "total": cpu,
+                        },
+                        "statements": {**meter.statements, "total": sum(meter.statements.values())},
+                        "views": {v.view: v.ms for v in stats.views if v.ran} if stats else {},
+                    }
+                )
+            at += size * count
+            out["sizes"][str(size)] = rows
+        if meter.profile is not None:
+            batches = sum(count for _, count in tail)
+            top = sorted(meter.profile.items(), key=lambda kv: -kv[1])[:40]
+            out["profile"] = [(k, v / batches) for k, v in top]
+        out["digest"] = digest(store.connection)
         store.close()
-    return {
-        "records": float(len(records)),
-        "data_events": float(data),
-        "batches": float(len(cpu)),
-        "batch_records": statistics.mean(sizes),
-        "cpu_ms": statistics.median(cpu),
-        "cpu_ms_mean": statistics.mean(cpu),
-        "wall_ms": statistics.median(wall),
-        "views_ms": statistics.median(views),
-        "fold_ms": statistics.median(folds),
-        "alerts": float(alerts[0][0]),
-    }
+    return out
 
 
 # -- rounds ---------------------------------------------------------------------------
 
 
-def child(checkout: Path, args: argparse.Namespace) -> dict[str, float]:
+def child(checkout: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--once",
-        *("--history", str(args.history), "--tail", str(args.tail)),
-        *("--batch", str(args.batch), "--population", str(args.population)),
+        *("--history", str(args.history), "--tail", args.tail),
+        *("--population", str(args.population)),
         *("--seed", str(args.seed), "--transactions", args.transactions),
+        *(["--profile"] if args.profile else []),
     ]
     env = {
         **os.environ,
         "PYTHONPATH": str(checkout),
         "CHANGEFOLD_PROJECT_DIR": str(checkout),
     }
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-    line = next(ln for ln in out.splitlines() if ln.startswith(RESULT))
-    return json.loads(line[len(RESULT) :])
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if run.returncode:
+        sys.stderr.write(run.stderr)
+        raise SystemExit(f"{checkout}: the run failed (exit {run.returncode})")
+    line = next(ln for ln in run.stdout.splitlines() if ln.startswith(RESULT))
+    result: dict[str, Any] = json.loads(line[len(RESULT) :])
+    return result
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def report(checkouts: Sequence[Path], results: dict[Path, list[dict[str, Any]]]) -> None:
+    sizes = list(results[checkouts[0]][0]["sizes"])
+    for size in sizes:
+        print(f"\nbatches of {size} records (all rounds pooled): ms per batch p50 / p90 / max")
+        base: float | None = None
+        for checkout in checkouts:
+            rows = [row for r in results[checkout] for row in r["sizes"][size] if row["folded"]]
+            print(f"  {checkout}  ({len(rows)} batches)")
+            for kind in ("wall", "cpu"):
+                cells = []
+                for phase in (*PHASES, "total"):
+                    v = [row[kind][phase] for row in rows]
+                    cells.append(
+                        f"{phase} {pct(v, 50):.1f}/{pct(v, 90):.1f}/{max(v, default=0):.1f}"
+                    )
+                print(f"    {kind:4}: " + "  ".join(cells))
+            cells = []
+            for phase in (*PHASES, "total"):
+                v = [float(row["statements"][phase]) for row in rows]
+                cells.append(f"{phase} {pct(v, 50):.0f}")
+            print("    SQL statements p50: " + "  ".join(cells))
+            names = sorted({n for row in rows for n in row["views"]})
+            cells = []
+            for name in names:
+                v = [row["views"][name] for row in rows if name in row["views"]]
+                cells.append(f"{name} {pct(v, 50):.1f} ms (ran {len(v)}/{len(rows)})")
+            print("    views, p50 when run: " + ", ".join(cells))
+            total = statistics.median(row["cpu"]["total"] for row in rows)
+            wall = statistics.median(row["wall"]["total"] for row in rows)
+            base = base or total
+            print(
+                f"    => median {wall:.1f} wall ms, {total:.1f} CPU ms per batch "
+                f"(CPU x{total / base:.2f} of the first checkout)"
+            )
+    for checkout in checkouts:
+        for r in results[checkout]:
+            if "profile" in r:
+                print(f"\ncostliest statements, {checkout}: CPU ms per batch")
+                for text, ms in r["profile"]:
+                    print(f"  {ms:7.2f}  {text}")
+    digests = {c: [r["digest"] for r in results[c]] for c in checkouts}
+    first = digests[checkouts[0]][0]
+    same = all(d == first for ds in digests.values() for d in ds)
+    print(f"\nmirrors and views at the end identical in every run: {'yes' if same else 'NO'}")
+    if not same:
+        for c, ds in digests.items():
+            for d in ds:
+                diff = sorted(k for k in set(first) | set(d) if first.get(k) != d.get(k))
+                if diff:
+                    print(f"  {c}: differs in {', '.join(diff)}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--history", type=int, default=20_000, help="events folded first")
-    parser.add_argument("--tail", type=int, default=3_000, help="events folded in small batches")
-    parser.add_argument("--batch", type=int, default=100, help="records per tail batch")
-    parser.add_argument("--population", type=int, default=500)
+    parser.add_argument(
+        "--history", type=int, default=50_000, help="data events folded first (not timed)"
+    )
+    parser.add_argument(
+        "--tail",
+        default="100:40,1000:8",
+        help="timed batches after the history, SIZE:COUNT[,SIZE:COUNT] (records per batch)",
+    )
+    parser.add_argument("--population", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--transactions",
         choices=("on", "off"),
@@ -405,6 +665,11 @@ def main() -> int:
         default=[],
         help="a checkout of the repository to run in every round (repeatable; default: this one)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="time every statement and print the costliest (CPU ms per batch, all sizes)",
+    )
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.once:
@@ -412,37 +677,29 @@ def main() -> int:
         return 0
     checkouts = [c.resolve() for c in args.checkout] or [ROOT]
     print(
-        f"batches of ~{args.batch} records at the live tail of a {args.history:,}-event bank+"
-        f"arcade history (population {args.population}, whole transactions "
-        f"{args.transactions}), {args.rounds} interleaved round(s); "
-        "per batch, median: decode + fold + views + commit (process CPU ms, wall ms), "
-        "the writer's fold_ms and the views pass (ms)",
+        f"tail batches {args.tail} (records:batches) after a {args.history:,}-event bank+arcade "
+        f"history (population {args.population}, whole transactions {args.transactions}), "
+        f"{args.rounds} interleaved round(s) over {len(checkouts)} checkout(s)",
         flush=True,
     )
-    results: dict[Path, list[dict[str, float]]] = {c: [] for c in checkouts}
+    results: dict[Path, list[dict[str, Any]]] = {c: [] for c in checkouts}
     for round_no in range(1, args.rounds + 1):
         for checkout in checkouts:
+            t0 = time.perf_counter()
             r = child(checkout, args)
             results[checkout].append(r)
+            medians = ", ".join(
+                f"{size}: {statistics.median(x['wall']['total'] for x in rows):.1f} wall ms "
+                f"(views {statistics.median(x['wall']['views'] for x in rows):.1f})"
+                for size, rows in r["sizes"].items()
+            )
             print(
-                f"  round {round_no} {checkout}: {r['cpu_ms']:6.1f} CPU ms  "
-                f"{r['wall_ms']:6.1f} wall ms  fold {r['fold_ms']:6.1f} ms  views "
-                f"{r['views_ms']:6.1f} ms  ({r['batches']:.0f} batches of "
-                f"{r['batch_records']:.0f} records, {r['alerts']:.0f} alerts)",
+                f"  round {round_no} {checkout}: {medians}; state {r['transactions_in_state']:,} "
+                f"transactions, {r['accounts_in_state']:,} accounts "
+                f"({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
-    print("summary (median over rounds of the per-batch medians):")
-    first = None
-    for checkout in checkouts:
-        cpu = statistics.median(r["cpu_ms"] for r in results[checkout])
-        wall = statistics.median(r["wall_ms"] for r in results[checkout])
-        views = statistics.median(r["views_ms"] for r in results[checkout])
-        first = first or (cpu, views)
-        print(
-            f"  {checkout}: {cpu:6.1f} CPU ms per batch, {wall:6.1f} wall ms, views pass "
-            f"{views:6.1f} ms  (CPU x{cpu / first[0]:.2f}, views x{views / first[1]:.2f} "
-            "of the first)"
-        )
+    report(checkouts, results)
     return 0
 
 
