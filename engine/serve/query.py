@@ -113,7 +113,7 @@ def run_query(
             cur, owner=reader, timeout_s=timeout_s, memory_bytes=limits.memory_bytes
         ) as watch:
             try:
-                statement = checked_statement(cur, sql)
+                statement = checked_statement(cur, sql, max_folded_bytes=limits.memory_bytes // 4)
                 watch.check()
                 if scope is not None:
                     consistency = frontier.read(cur, scope)

@@ -17,7 +17,9 @@ module adds two checks before anything runs:
    with side effects (`checkpoint`, `enable_logging`, ...) are refused even
    though the settings already stop most of them. A table name that looks like
    a file path or URL is refused too.
-3. Settings that show where the engine runs are not readable: `duckdb_settings()`
+3. A constant expression may not build a value larger than a bound while DuckDB
+   plans the statement (engine.serve.constsize): no interrupt reaches planning.
+4. Settings that show where the engine runs are not readable: `duckdb_settings()`
    is refused, and so are `current_setting(name)` and `SHOW name` for every
    setting whose value in this database holds an absolute path or the OS user
    (temp_directory, secret_directory, allowed_paths, ... as configured), and
@@ -36,6 +38,7 @@ from typing import Any
 import duckdb
 
 from engine.core.errors import QueryError
+from engine.serve.constsize import largest_folded
 
 _ST = duckdb.StatementType
 
@@ -119,7 +122,14 @@ def refused(message: str) -> QueryError:
     return QueryError("refused", message)
 
 
-def checked_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+#: Largest value a constant expression may build while the query is planned (bytes),
+#: unless the caller says otherwise (the query API: a quarter of its memory bound).
+MAX_FOLDED_BYTES = 256 * 2**20
+
+
+def checked_statement(
+    cur: duckdb.DuckDBPyConnection, sql: str, *, max_folded_bytes: int = MAX_FOLDED_BYTES
+) -> str:
     """The one read statement in `sql`, ready to run; raises QueryError otherwise."""
     text = sql.strip()
     if not text:
@@ -132,7 +142,7 @@ def checked_statement(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
         select = _explained(cur, str(statement.query))
     else:
         raise refused(_type_refusal(kind))
-    _check_tree(cur, select)
+    _check_tree(cur, select, max_folded_bytes)
     return str(statement.query)
 
 
@@ -188,13 +198,22 @@ def _explained(cur: duckdb.DuckDBPyConnection, explain: str) -> str:
     raise QueryError("invalid", "cannot find the statement this EXPLAIN is about")
 
 
-def _check_tree(cur: duckdb.DuckDBPyConnection, select: str) -> None:
+def _check_tree(cur: duckdb.DuckDBPyConnection, select: str, max_folded_bytes: int) -> None:
     rows = cur.execute("SELECT json_serialize_sql(?)", [select]).fetchall()
     tree = json.loads(rows[0][0]) if rows else {"error": True, "error_message": "no answer"}
     if tree.get("error"):
         raise refused(
             "this form of SELECT cannot be checked by the API "
             f"({tree.get('error_message', 'unknown reason')}); rewrite it as a plain SELECT"
+        )
+    folded = largest_folded(tree)
+    if folded > max_folded_bytes:
+        raise QueryError(
+            "memory",
+            f"a constant expression of this query builds about {folded / 2**20:,.0f} MiB while "
+            f"DuckDB plans it, more than the {max_folded_bytes / 2**20:,.0f} MiB allowed (a "
+            "quarter of CHANGEFOLD_API_QUERY_MEMORY_BYTES); planning cannot be interrupted, "
+            "so such a query is refused before it runs",
         )
     macros: set[str] | None = None
     hidden: set[str] | None = None

@@ -90,9 +90,9 @@ def test_the_statement_timeout_counts_the_parse_and_check(
 ) -> None:
     real = query.checked_statement
 
-    def slow_check(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+    def slow_check(cur: duckdb.DuckDBPyConnection, sql: str, **limits: int) -> str:
         time.sleep(0.5)  # a parse that takes long
-        return real(cur, sql)
+        return real(cur, sql, **limits)
 
     monkeypatch.setattr(query, "checked_statement", slow_check)
     reader = StateReader.for_connection(state)
@@ -116,6 +116,23 @@ def test_a_long_plan_is_interrupted_at_the_statement_timeout(
 
 
 # -- memory and answer size ---------------------------------------------------------------
+
+
+def test_a_value_built_while_planning_is_refused_before_it_runs(
+    state: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    """repeat('x', 1e9) is folded while DuckDB plans it, where no interrupt reaches:
+    refused from the syntax tree, at once, naming the bound."""
+    with serve(state, tmp_path, api_query_memory_bytes=256 * 2**20) as api:
+        started = time.perf_counter()
+        r = post(api, json={"sql": "select repeat('x', 1000000000)"})
+        elapsed = time.perf_counter() - started
+        small = post(api, json={"sql": "select repeat('x', 1000) as x"})
+    assert r.status_code == 400, r.text
+    assert error_of(r)["error"] == "memory"
+    assert "64 MiB allowed" in error_of(r)["message"]
+    assert elapsed < 1.0
+    assert small.status_code == 200, small.text
 
 
 def _peak_growth(during: threading.Thread) -> int:
