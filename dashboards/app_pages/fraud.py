@@ -205,10 +205,23 @@ def drill_down(feed: pl.DataFrame) -> None:
         txns.filter(pl.col("is_evidence")).drop("is_evidence", "role"),
         hide_index=True,
         key="fr_evidence",
+        # short labels and widths: ten columns fit the page at 1400 px without scrolling
+        # sideways (a device id shows its start; the cell shows it whole when opened)
         column_config={
+            "txn_id": st.column_config.NumberColumn("txn", format="%d", width=60),
             "created_at": st.column_config.DatetimeColumn(
-                "Event time (UTC)", format="YYYY-MM-DD HH:mm:ss"
+                "Event time (UTC)", format="YYYY-MM-DD HH:mm:ss", width=150
             ),
+            "kind": st.column_config.TextColumn("kind", width=80),
+            "amount": st.column_config.NumberColumn("amount", width=80),
+            "status": st.column_config.TextColumn("status", width=70),
+            "channel": st.column_config.TextColumn("channel", width=95),
+            "country": st.column_config.TextColumn("country", width=60),
+            "merchant_id": st.column_config.NumberColumn("merchant", format="%d", width=75),
+            "counterparty_account_id": st.column_config.NumberColumn(
+                "counterparty", format="%d", width=95
+            ),
+            "device_id": st.column_config.TextColumn("device", width=150),
         },
     )
 
