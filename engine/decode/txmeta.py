@@ -21,12 +21,12 @@ from typing import Any
 
 from engine.decode.envelope import TRANSACTION_SUFFIX, MalformedEnvelope, split
 
-_TXN = b'"transaction":'
+TXN_FIELD = b'"transaction":'
 #: How Debezium's BEGIN records start their payload (read without parsing them).
-_BEGIN = b'"payload":{"status":"BEGIN",'
+BEGIN_PAYLOAD = b'"payload":{"status":"BEGIN",'
 #: The block as Debezium writes it: {"id":"<id>","total_order":N,...
 #: (the PostgreSQL id `<xid>:<lsn>` read as its two numbers, any other id whole).
-_BLOCK = re.compile(rb'\{"id":"(?:(\d+):(\d+)|([^"]*))","total_order":(\d+)')
+TXN_BLOCK = re.compile(rb'\{"id":"(?:(\d+):(\d+)|([^"]*))","total_order":(\d+)')
 #: An END's payload as Debezium's JsonConverter writes it, at the record's end.
 _END = re.compile(
     rb'"payload":\{"status":"END","id":"(?:(\d+):(\d+)|([^"\\]*))","event_count":\d+,'
@@ -104,13 +104,13 @@ def event_txn(value: bytes) -> tuple[str, int | None, int] | None:
     """
     if value[:1] == b"\x00":
         return avro_event_txn(value)
-    at = value.rfind(_TXN)
+    at = value.rfind(TXN_FIELD)
     if at < 0:
         return None
-    rest = value[at + len(_TXN) : at + len(_TXN) + 160]
-    if rest.startswith(b"null"):
+    at += len(TXN_FIELD)
+    if value.startswith(b"null", at):
         return None
-    found = _BLOCK.match(rest)
+    found = TXN_BLOCK.match(value, at, at + 160)
     if found is not None:
         xid, lsn, other, order = found.groups()
         if xid is not None:
@@ -144,7 +144,7 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
     not transaction metadata. An Avro record: see avro_marker."""
     if value is not None and value[:1] == b"\x00":
         return avro_marker(topic, partition, offset, value)
-    if value is None or value.rfind(_BEGIN, max(len(value) - 512, 0)) >= 0:
+    if value is None or value.rfind(BEGIN_PAYLOAD, max(len(value) - 512, 0)) >= 0:
         return None
     at = value.rfind(b'"payload":{"status":"END",')
     found = _END.match(value, at) if at >= 0 else None
@@ -155,17 +155,14 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
             xid, lsn = xid_b.decode(), int(lsn_b)
         else:
             xid, lsn = xid_of_id(other.decode()), _lsn_of_id(other.decode())
-        prefix = prefix_of(topic)
-        counted = _COLLECTION.findall(collections)
-        counts = tuple((f"{prefix}.{c.decode()}", int(n)) for c, n in counted)
         return TxnEnd(
-            xid=xid,
-            lsn=lsn,
-            ts_ms=int(ts_ms),
-            counts=tuple(sorted(counts)) if len(counts) > 1 else counts,
-            topic=topic,
-            partition=partition,
-            offset=offset,
+            xid,
+            lsn,
+            int(ts_ms),
+            _counts_of(prefix_of(topic), collections),
+            topic,
+            partition,
+            offset,
         )
     _schema, payload = split(value)
     data: Any = json.loads(payload)
@@ -185,6 +182,15 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
         partition=partition,
         offset=offset,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts_of(prefix: str, collections: bytes) -> tuple[tuple[str, int], ...]:
+    """The (topic, event count) pairs, sorted, of an END's `data_collections` as written
+    (transactions of one shape repeat it: read once)."""
+    counted = _COLLECTION.findall(collections)
+    counts = tuple((f"{prefix}.{c.decode()}", int(n)) for c, n in counted)
+    return tuple(sorted(counts)) if len(counts) > 1 else counts
 
 
 def _collection_counts(prefix: str, collections: Any) -> tuple[tuple[str, int], ...]:

@@ -233,6 +233,8 @@ class Held:
         emptied: set[Key] = set()
         from_order = 0
         for x in applied:
+            if x not in self.events and x not in self.ends:
+                continue  # applied as it came: nothing of it was held
             emptied |= self.keys_of((x,))
             if x in self.ends:
                 from_order += 1

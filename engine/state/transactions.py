@@ -34,7 +34,6 @@ import heapq
 import json
 import logging
 import operator
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +53,9 @@ log = logging.getLogger(__name__)
 
 #: Where a record sits: (topic, partition, offset).
 _POSITION = operator.attrgetter("topic", "partition", "offset")
+_OFFSET = operator.attrgetter("offset")
+#: What a topic's records are to planning (see _kind).
+_TRANSACTION, _EVENT, _NOW = "transaction", "event", "now"
 
 _EVENTS = f"{INTERNAL_SCHEMA}.txn_events"
 _ENDS = f"{INTERNAL_SCHEMA}.txn_ends"
@@ -126,43 +128,97 @@ def ready(
     ENDs come out of order (a transaction topic of several partitions). Costs what the
     batch brings and applies, not what is held."""
     new_counts: dict[str, dict[str, int]] = {}
-    new_queues: dict[Key, list[tuple[int, str]]] = defaultdict(list)
-    new_touches: dict[str, set[Key]] = defaultdict(set)
+    new_queues: dict[Key, list[tuple[int, str]]] = {}
+    new_touches: dict[str, set[Key]] = {}
     for xid, recs in events.items():
-        counts = new_counts.setdefault(xid, {})
+        counts: dict[str, int] = {}
+        touches: set[Key] = set()
         for _place, r in recs:
-            counts[r.topic] = counts.get(r.topic, 0) + 1
-            new_queues[(r.topic, r.partition)].append((r.offset, xid))
-            new_touches[xid].add((r.topic, r.partition))
+            topic = r.topic
+            counts[topic] = counts.get(topic, 0) + 1
+            key = (topic, r.partition)
+            touches.add(key)
+            queue = new_queues.get(key)
+            if queue is None:
+                new_queues[key] = [(r.offset, xid)]
+            else:
+                queue.append((r.offset, xid))
+        new_counts[xid] = counts
+        new_touches[xid] = touches
     for queue in new_queues.values():
         queue.sort()
     applied: set[str] = set()
     cursors: dict[Key, int] = {}
     new_cursors: dict[Key, int] = {}
+    held_queues, held_have, held_touches = held.queues, held.have, held.touches
+    pending = held.pending
+    followed: dict[str, bool] = {}
 
     def head(k: Key) -> str | None:
-        q, i = held.queues.get(k, ()), cursors.get(k, 0)
-        while i < len(q) and (q[i][1] in applied or not held.pending(q[i][1])):
-            i += 1
-        cursors[k] = i
-        if i < len(q):
-            return q[i][1]
-        q, i = new_queues.get(k, ()), new_cursors.get(k, 0)
-        while i < len(q) and q[i][1] in applied:
+        """The first transaction not applied yet that waits in partition `k` (held
+        events before the batch's)."""
+        q = held_queues.get(k)
+        if q:
+            i, n = cursors.get(k, 0), len(q)
+            while i < n and (q[i][1] in applied or not pending(q[i][1])):
+                i += 1
+            cursors[k] = i
+            if i < n:
+                return q[i][1]
+        q = new_queues.get(k)
+        if not q:
+            return None
+        i, n = new_cursors.get(k, 0), len(q)
+        while i < n and q[i][1] in applied:
             i += 1
         new_cursors[k] = i
-        return q[i][1] if i < len(q) else None
+        return q[i][1] if i < n else None
 
-    by_key = {end_order(e): e for e in ends}
+    fresh = sorted(ends, key=end_order)
+    walk: Iterable[TxnEnd] = fresh
+    if held.order:
+        by_key = {end_order(e): e for e in fresh}
+        walk = (by_key.get(k) or held.ends[k[-1]] for k in heapq.merge(held.order, by_key))
     out: list[TxnEnd] = []
-    for key in heapq.merge(held.order, sorted(by_key)):
-        end = by_key.get(key) or held.ends[key[-1]]
+    for end in walk:
         xid = end.xid
-        got = counts_with(held, new_counts, xid)
-        if any(got.get(topic, 0) < n for topic, n in end.counts if follows(topic)):
+        got = new_counts.get(xid)
+        if xid in held_have:
+            got = counts_with(held, new_counts, xid)
+        elif got is None:
+            got = {}
+        whole = True
+        for topic, n in end.counts:
+            if got.get(topic, 0) < n:
+                follow = followed.get(topic)
+                if follow is None:
+                    follow = followed[topic] = follows(topic)
+                if follow:
+                    whole = False
+                    break
+        if not whole:
             break
-        touched = held.touches.get(xid, set()) | new_touches.get(xid, set())
-        if any(head(k) != xid for k in touched):
+        touched = held_touches.get(xid)
+        mine = new_touches.get(xid)
+        if touched is None:
+            touched = mine or set()
+        elif mine:
+            touched = touched | mine
+        blocked = False
+        for k in touched:
+            if k in held_queues:
+                blocked = head(k) != xid
+            else:
+                # Only the batch's events wait there, this transaction's among them.
+                q = new_queues[k]
+                i = new_cursors.get(k, 0)
+                while q[i][1] in applied:
+                    i += 1
+                new_cursors[k] = i
+                blocked = q[i][1] != xid
+            if blocked:
+                break
+        if blocked:
             break
         out.append(end)
         applied.add(xid)
@@ -186,45 +242,77 @@ def plan(
     transaction applied so far (the frontier's; None: none applied), so that only
     transactions at or before it are looked up among those applied."""
     now: list[RecordLike] = []
-    waiting: dict[str, list[tuple[int | None, RecordLike]]] = defaultdict(list)
+    waiting: dict[str, list[tuple[int | None, RecordLike]]] = {}
     ends: list[TxnEnd] = []
     dead: list[DeadLetter] = []
     late = 0
     #: Transactions that may have been applied before (at or before applied_lsn).
     maybe_applied: set[str] = set()
     kinds: dict[str, str] = {}
+    # The per-record loop: a topic's kind is looked up once, and a JSON event's
+    # transaction block is read in place (txmeta.event_txn for any other shape).
+    tag, after_tag = txmeta.TXN_FIELD, len(txmeta.TXN_FIELD)
+    block, begin, avro = txmeta.TXN_BLOCK, txmeta.BEGIN_PAYLOAD, b"\x00"
     for rec in records:
         topic, value = rec.topic, rec.value
         kind = kinds.get(topic)
         if kind is None:
             kind = kinds[topic] = _kind(topic, rules)
-        if kind == "now" or (value is None and kind == "event"):
+        if kind is _EVENT:
+            if value is None:
+                now.append(rec)
+                continue
+            found = None
+            place: int | None
+            if not value.startswith(avro):
+                at = value.rfind(tag)
+                if at < 0:
+                    now.append(rec)
+                    continue
+                at += after_tag
+                found = block.match(value, at, at + 160)
+                if found is None and value.startswith(b"null", at):
+                    now.append(rec)
+                    continue
+            if found is not None and found[1] is not None:
+                xid, place = found[1].decode(), int(found[4])
+                if applied_lsn is not None and int(found[2]) <= applied_lsn:
+                    maybe_applied.add(xid)
+            else:
+                txn = txmeta.event_txn(value)
+                if txn is None:
+                    now.append(rec)
+                    continue
+                xid, place = txn[0], txn[1]
+                if applied_lsn is not None and txn[2] <= applied_lsn:
+                    maybe_applied.add(xid)
+            recs = waiting.get(xid)
+            if recs is None:
+                waiting[xid] = [(place, rec)]
+            else:
+                recs.append((place, rec))
+            continue
+        if kind is _NOW:
             now.append(rec)
             continue
-        if kind == "transaction":
-            try:
-                end = txmeta.parse_marker(topic, rec.partition, rec.offset, value)
-            except (ValueError, KeyError, TypeError) as exc:
-                dead.append(_dead(rec, f"not a readable transaction record: {exc}"))
-                continue
-            if end is None:
-                continue
-            if (until_ms is not None and end.ts_ms > until_ms) or (
-                until_lsn is not None and end.lsn > until_lsn
-            ):
-                late += 1
-                continue
-            ends.append(end)
-            if applied_lsn is not None and end.lsn <= applied_lsn:
-                maybe_applied.add(end.xid)
+        # A transaction record: BEGINs say nothing (the END counts the events).
+        if value is None or value.rfind(begin, max(len(value) - 512, 0)) >= 0:
             continue
-        txn = txmeta.event_txn(value) if value is not None else None
-        if txn is None:
-            now.append(rec)
-        else:
-            waiting[txn[0]].append((txn[1], rec))
-            if applied_lsn is not None and txn[2] <= applied_lsn:
-                maybe_applied.add(txn[0])
+        try:
+            end = txmeta.parse_marker(topic, rec.partition, rec.offset, value)
+        except (ValueError, KeyError, TypeError) as exc:
+            dead.append(_dead(rec, f"not a readable transaction record: {exc}"))
+            continue
+        if end is None:
+            continue
+        if (until_ms is not None and end.ts_ms > until_ms) or (
+            until_lsn is not None and end.lsn > until_lsn
+        ):
+            late += 1
+            continue
+        ends.append(end)
+        if applied_lsn is not None and end.lsn <= applied_lsn:
+            maybe_applied.add(end.xid)
     # Only a transaction at or before the frontier can have been applied, and one held
     # now has not: ask the state about the others.
     done_before = _applied_among(conn, group_id, {x for x in maybe_applied if not held.pending(x)})
@@ -236,15 +324,22 @@ def plan(
         else:
             fresh[end.xid] = end
     # An event delivered twice has the same place in its transaction: the first copy
-    # (held, or earliest in this batch) counts, the others are dropped.
+    # (held, or earliest in this batch) counts, the others are dropped. A transaction
+    # with nothing held and no place twice keeps its events as they came (put in
+    # position order where that matters: held, or folded).
     fresh_events: dict[str, list[tuple[int | None, RecordLike]]] = {}
+    held_events, held_ends = held.events, held.ends
     for xid, recs in waiting.items():
-        if len(recs) == 1 and not held.pending(xid):
+        if (
+            xid not in held_events
+            and xid not in held_ends
+            and (len(recs) == 1 or len({p for p, _r in recs}) == len(recs))
+        ):
             fresh_events[xid] = recs
             continue
-        keep = []
+        keep: list[tuple[int | None, RecordLike]] = []
         places: set[int] = set()
-        for place, r in sorted(recs, key=lambda pr: _POSITION(pr[1])):
+        for place, r in sorted(recs, key=_by_position):
             if place is not None:
                 if place in places or (xid, place) in held.places:
                     duplicates += 1
@@ -260,33 +355,64 @@ def plan(
     )
     go_ids = {e.xid for e in go}
     from_state = go_ids & held.stored
-    fold = sorted(
-        (
-            *held.records(go_ids),
+    fold = _in_position_order(
+        [
+            *held.records(x for x in go_ids if x in held_events),
             *(_held_records(conn, group_id, from_state) if from_state else ()),
             *now,
             *(r for x in go_ids for _p, r in fresh_events.get(x, ())),
-        ),
-        key=_POSITION,
+        ]
     )
-    hold_events = [(x, p, r) for x, prs in fresh_events.items() if x not in go_ids for p, r in prs]
+    hold_events = [
+        (x, p, r)
+        for x, prs in fresh_events.items()
+        if x not in go_ids
+        for p, r in (sorted(prs, key=_by_position) if len(prs) > 1 else prs)
+    ]
     hold_ends = [e for x, e in fresh.items() if x not in go_ids]
     return TxnPlan(fold, go, hold_events, hold_ends, dead, late, duplicates)
 
 
+def _by_position(pr: tuple[int | None, RecordLike]) -> tuple[str, int, int]:
+    return _POSITION(pr[1])
+
+
+def _in_position_order(records: list[RecordLike]) -> list[RecordLike]:
+    """`records` sorted by (topic, partition, offset), stably (as sorted with that key),
+    at the cost of a sort per partition: records of a partition mostly come in order."""
+    parts: dict[tuple[str, int], list[RecordLike]] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        part = parts.get(key)
+        if part is None:
+            parts[key] = [r]
+        else:
+            part.append(r)
+    if len(parts) == 1:
+        (only,) = parts.values()
+        only.sort(key=_OFFSET)
+        return only
+    out: list[RecordLike] = []
+    for key in sorted(parts):
+        part = parts[key]
+        part.sort(key=_OFFSET)
+        out += part
+    return out
+
+
 def _kind(topic: str, rules: TxnRules) -> str:
-    """ "transaction" (a transaction topic), "event" (a table whose events wait for
-    their transaction) or "now" (applied as they come)."""
+    """_TRANSACTION (a transaction topic), _EVENT (a table whose events wait for their
+    transaction) or _NOW (applied as they come)."""
     if txmeta.is_transaction_topic(topic):
-        return "transaction"
+        return _TRANSACTION
     if topic_kind(topic) == "table" and rules.waits(topic):
-        return "event"
-    return "now"
+        return _EVENT
+    return _NOW
 
 
 def event_txn(rec: RecordLike, rules: TxnRules) -> tuple[str, int | None, int] | None:
     """(xid, place, LSN) of a data event that waits for its transaction; None: it does not."""
-    if rec.value is None or _kind(rec.topic, rules) != "event":
+    if rec.value is None or _kind(rec.topic, rules) is not _EVENT:
         return None
     return txmeta.event_txn(rec.value)
 
