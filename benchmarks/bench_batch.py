@@ -5,25 +5,27 @@ into the Debezium envelopes the demo connectors write (JsonConverter with embedd
 schemas, `decimal.handling.mode=precise`, REPLICA IDENTITY FULL before-rows,
 tombstones, transaction metadata on `<prefix>.transaction`), folded into a fresh
 state file in large batches (the warm-up history, not timed), and then the live
-tail is folded in batches of about --batch records (100: a second of the demo's
-traffic at low rate), exactly as `changefold run` folds them: the fold step
-(`CheckpointedStep`: whole source transactions planned, decode, fold into the
-mirrors, the derived views, offsets, metrics, one DuckDB commit) with the views
-observer attached by the same wiring as `run`.
+tail is folded in timed batches (`--tail 100:40,1000:8`: 40 batches of 100 records,
+then 8 of 1,000; 100 is about a second of the demo's traffic at low rate), exactly as
+`changefold run` folds them: the fold step (`CheckpointedStep`: whole source
+transactions planned, decode, fold into the mirrors, the derived views, offsets,
+metrics, one DuckDB commit) with the views attached by `wiring.attach_views`.
 
-    .venv/bin/python benchmarks/bench_batch.py [--history 20000] [--tail 3000]
-        [--batch 100] [--population 500] [--rounds 3] [--transactions on|off]
+    .venv/bin/python benchmarks/bench_batch.py [--history 50000] [--tail 100:40,1000:8]
+        [--population 2000] [--rounds 2] [--transactions on|off] [--profile]
         [--checkout DIR ...]
 
-Prints, per round and over all rounds, the CPU milliseconds per batch (decode + fold +
-views + commit; the CPU of the process, DuckDB's threads included, steadier than wall
-time on a shared machine), the wall milliseconds, the writer's `fold_ms` (mirrors,
-views, transactions, offsets, metrics: the DuckDB transaction but its commit) and the
-views pass alone (the observer's `MaintainStats.ms`). Each round runs the fold once per
-`--checkout DIR` (default: this checkout; give two, e.g. `git worktree`s of the commits
-before and after a change), in turn, each in a child process (`PYTHONPATH=DIR`), so
-all see the same machine state; the summary gives each checkout's median and the ratio
-to the first. No servers are involved.
+Prints per batch size, over all rounds, wall and CPU ms per batch (p50 / p90 / max; CPU
+is the process's, DuckDB's threads included, steadier than wall time on a shared
+machine) split into decode, mirrors (`apply_changes`, the before/after capture
+included), views (the observer), commit (the DuckDB COMMIT) and other (transaction
+plan, offsets, metrics), the SQL statements per phase (the store's connection is
+wrapped to count them), each view's ms when it ran, and whether the mirrors and `live`
+tables came out identical in every run. `--profile` adds the costliest statements and
+Python steps (CPU ms per batch). Each round runs once per `--checkout DIR` (default:
+this checkout; give two `git worktree`s of the commits before and after a change), in
+turn, each in a child process (`PYTHONPATH=DIR`), so all see the same machine state. No
+servers are involved.
 """
 
 from __future__ import annotations
