@@ -144,8 +144,18 @@ def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -
     not transaction metadata. An Avro record: see avro_marker."""
     if value is not None and value[:1] == b"\x00":
         return avro_marker(topic, partition, offset, value)
-    if value is None or value.rfind(BEGIN_PAYLOAD, max(len(value) - 512, 0)) >= 0:
+    if value is None or is_json_begin(value):
         return None
+    return json_end(topic, partition, offset, value)
+
+
+def is_json_begin(value: bytes) -> bool:
+    """Whether a JSON transaction record is a BEGIN (its payload near its end)."""
+    return value.rfind(BEGIN_PAYLOAD, max(len(value) - 512, 0)) >= 0
+
+
+def json_end(topic: str, partition: int, offset: int, value: bytes) -> TxnEnd | None:
+    """parse_marker of a JSON transaction record that is not a BEGIN (is_json_begin)."""
     at = value.rfind(b'"payload":{"status":"END",')
     found = _END.match(value, at) if at >= 0 else None
     if found is not None:

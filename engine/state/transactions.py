@@ -30,6 +30,7 @@ transactions of the last batches kept).
 
 from __future__ import annotations
 
+import gc
 import heapq
 import json
 import logging
@@ -114,19 +115,12 @@ class TxnPlan:
         return len(self.ready)
 
 
-def ready(
-    held: Held,
-    ends: Sequence[TxnEnd],
-    events: Mapping[str, Sequence[tuple[int | None, RecordLike]]],
-    follows: Callable[[str], bool],
-) -> list[TxnEnd]:
-    """The ENDs that can be applied now, in commit order (those `held` has and the
-    batch's new `ends`, whose new `events` are not held yet): the longest run, from the
-    earliest, of transactions whose every counted event is there and, in each
-    partition they touch, come after nothing that waits for a transaction not applied
-    before them. The second rule keeps each row's changes in their order even when
-    ENDs come out of order (a transaction topic of several partitions). Costs what the
-    batch brings and applies, not what is held."""
+#: A batch's new events per transaction: events per topic, (offset, xid) per partition
+#: (in offset order once sorted), the partitions each touches.
+_Index = tuple[dict[str, dict[str, int]], dict[Key, list[tuple[int, str]]], dict[str, set[Key]]]
+
+
+def _index(events: Mapping[str, Sequence[tuple[int | None, RecordLike]]]) -> _Index:
     new_counts: dict[str, dict[str, int]] = {}
     new_queues: dict[Key, list[tuple[int, str]]] = {}
     new_touches: dict[str, set[Key]] = {}
@@ -145,6 +139,25 @@ def ready(
                 queue.append((r.offset, xid))
         new_counts[xid] = counts
         new_touches[xid] = touches
+    return new_counts, new_queues, new_touches
+
+
+def ready(
+    held: Held,
+    ends: Sequence[TxnEnd],
+    events: Mapping[str, Sequence[tuple[int | None, RecordLike]]],
+    follows: Callable[[str], bool],
+    index: _Index | None = None,
+) -> list[TxnEnd]:
+    """The ENDs that can be applied now, in commit order (those `held` has and the
+    batch's new `ends`, whose new `events` are not held yet): the longest run, from the
+    earliest, of transactions whose every counted event is there and, in each
+    partition they touch, come after nothing that waits for a transaction not applied
+    before them. The second rule keeps each row's changes in their order even when
+    ENDs come out of order (a transaction topic of several partitions). Costs what the
+    batch brings and applies, not what is held. `index`: what _index(events) gives,
+    when the caller has it."""
+    new_counts, new_queues, new_touches = _index(events) if index is None else index
     for queue in new_queues.values():
         queue.sort()
     applied: set[str] = set()
@@ -240,7 +253,43 @@ def plan(
     changes nothing (`apply` writes, inside the batch's transaction, and the writer
     commits the plan to `held` after it). `applied_lsn`: the greatest LSN of a
     transaction applied so far (the frontier's; None: none applied), so that only
-    transactions at or before it are looked up among those applied."""
+    transactions at or before it are looked up among those applied.
+
+    The garbage collector waits while a batch is planned: what planning builds per
+    event and transaction (tens of thousands of small objects a batch, nearly all
+    gone when it returns) would otherwise outlive a few young collections and be
+    moved to the old generation, whose full collections (over every object of the
+    process) then come much more often."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        return _plan(
+            conn,
+            group_id,
+            records,
+            rules,
+            held,
+            applied_lsn=applied_lsn,
+            until_ms=until_ms,
+            until_lsn=until_lsn,
+        )
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _plan(
+    conn: duckdb.DuckDBPyConnection,
+    group_id: str,
+    records: Sequence[RecordLike],
+    rules: TxnRules,
+    held: Held,
+    *,
+    applied_lsn: int | None,
+    until_ms: int | None,
+    until_lsn: int | None,
+) -> TxnPlan:
     now: list[RecordLike] = []
     waiting: dict[str, list[tuple[int | None, RecordLike]]] = {}
     ends: list[TxnEnd] = []
@@ -253,6 +302,13 @@ def plan(
     # transaction block is read in place (txmeta.event_txn for any other shape).
     tag, after_tag = txmeta.TXN_FIELD, len(txmeta.TXN_FIELD)
     block, begin, avro = txmeta.TXN_BLOCK, txmeta.BEGIN_PAYLOAD, b"\x00"
+    counts: dict[str, dict[str, int]] = {}
+    queues: dict[Key, list[tuple[int, str]]] = {}
+    touches: dict[str, set[Key]] = {}
+    run_topic: str | None = None
+    run_partition = -1
+    run_key: Key = ("", -1)
+    run_queue: list[tuple[int, str]] = []
     for rec in records:
         topic, value = rec.topic, rec.value
         kind = kinds.get(topic)
@@ -286,20 +342,38 @@ def plan(
                 xid, place = txn[0], txn[1]
                 if applied_lsn is not None and txn[2] <= applied_lsn:
                     maybe_applied.add(xid)
+            # The index ready() walks (_index), built as the events come; a partition's
+            # events come together, so its queue is looked up once per run of them.
+            partition = rec.partition
+            if partition != run_partition or topic is not run_topic:
+                run_topic, run_partition = topic, partition
+                run_key = (topic, partition)
+                run_queue = queues.setdefault(run_key, [])
+            run_queue.append((rec.offset, xid))
             recs = waiting.get(xid)
             if recs is None:
                 waiting[xid] = [(place, rec)]
+                counts[xid] = {topic: 1}
+                touches[xid] = {run_key}
             else:
                 recs.append((place, rec))
+                per_topic = counts[xid]
+                per_topic[topic] = per_topic.get(topic, 0) + 1
+                touches[xid].add(run_key)
             continue
         if kind is _NOW:
             now.append(rec)
             continue
         # A transaction record: BEGINs say nothing (the END counts the events).
-        if value is None or value.rfind(begin, max(len(value) - 512, 0)) >= 0:
+        if value is None:
             continue
         try:
-            end = txmeta.parse_marker(topic, rec.partition, rec.offset, value)
+            if value.startswith(avro):
+                end = txmeta.parse_marker(topic, rec.partition, rec.offset, value)
+            elif value.rfind(begin, max(len(value) - 512, 0)) >= 0:
+                continue
+            else:
+                end = txmeta.json_end(topic, rec.partition, rec.offset, value)
         except (ValueError, KeyError, TypeError) as exc:
             dead.append(_dead(rec, f"not a readable transaction record: {exc}"))
             continue
@@ -317,6 +391,7 @@ def plan(
     # now has not: ask the state about the others.
     done_before = _applied_among(conn, group_id, {x for x in maybe_applied if not held.pending(x)})
     duplicates = sum(len(waiting.pop(x, ())) for x in done_before)
+    events_dropped = duplicates
     fresh: dict[str, TxnEnd] = {}
     for end in ends:
         if end.xid in done_before or end.xid in fresh or end.xid in held.ends:
@@ -343,13 +418,21 @@ def plan(
             if place is not None:
                 if place in places or (xid, place) in held.places:
                     duplicates += 1
+                    events_dropped += 1
                     continue
                 places.add(place)
             keep.append((place, r))
         if keep:
             fresh_events[xid] = keep
     go = (
-        ready(held, list(fresh.values()), fresh_events, rules.follows)
+        ready(
+            held,
+            list(fresh.values()),
+            fresh_events,
+            rules.follows,
+            # Built with the events this planning dropped: built again without them.
+            None if events_dropped else (counts, queues, touches),
+        )
         if (fresh or held.ends)
         else []
     )

@@ -197,7 +197,7 @@ class StateWriter:
                     plan = transactions.plan(
                         conn,
                         self.group_id,
-                        self._not_taken_in(conn, records),
+                        self._not_taken_in(conn, records, progress),
                         self.transactions,
                         self._held_index(conn),
                         applied_lsn=self._applied_lsn(conn),
@@ -479,14 +479,22 @@ class StateWriter:
         return self._folded
 
     def _not_taken_in(
-        self, conn: duckdb.DuckDBPyConnection, records: Sequence[RecordLike]
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        records: Sequence[RecordLike],
+        progress: Sequence[PartitionProgress] = (),
     ) -> Sequence[RecordLike]:
         """The records to plan: those read again below a partition's folded position
         (after a restart, from the first event that waited in memory) only when they
         belong to a transaction (planning drops those applied or held already); the
-        others were folded then."""
+        others were folded then. `progress`: the records' first offsets per partition
+        (all of them at or past the folded positions: every record is planned)."""
         folded = self._folded_positions(conn)
         if not folded:
+            return records
+        if progress and all(
+            p.first_offset >= folded.get((p.topic, p.partition), 0) for p in progress
+        ):
             return records
         rules = self.transactions
         assert rules is not None
