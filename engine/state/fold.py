@@ -140,10 +140,13 @@ def _rows_of(
     columns = ", ".join(_polars_safe(name, duck_type) for name, duck_type in types.items())
     if keys is None or not key:
         return conn.sql(f"SELECT {columns} FROM {target} AS m WHERE false").pl()
-    match = " AND ".join(f"m.{quote(k)} = CAST(k.{quote(k)} AS {types[k]})" for k in key)
+    # The keys are cast in a subquery, not in the join condition: with the cast in a
+    # correlated EXISTS, DuckDB 2.0 took ~5x the CPU over the whole mirror (a semi-join of
+    # 100 keys against 300k rows: 48 against 10 ms).
+    cast = ", ".join(f"CAST({quote(k)} AS {types[k]}) AS {quote(k)}" for k in key)
+    match = " AND ".join(f"m.{quote(k)} = k.{quote(k)}" for k in key)
     return conn.sql(
-        f"SELECT {columns} FROM {target} AS m "
-        f"WHERE EXISTS (SELECT 1 FROM {keys} AS k WHERE {match})"
+        f"SELECT {columns} FROM {target} AS m SEMI JOIN (SELECT {cast} FROM {keys}) AS k ON {match}"
     ).pl()
 
 
