@@ -168,12 +168,13 @@ class EngineSettings:
     batch_max_records: int = 20000
     batch_max_bytes: int = 64 * 1024 * 1024
     batch_max_wait_ms: int = 200
-    #: Bytes one fetch takes of one partition at most (kafka-python's
-    #: max_partition_fetch_bytes). While catching up, a batch is filled from several
-    #: fetches (up to batch_max_bytes) and partitions are handed out together in
-    #: source time: small chunks keep a batch's partitions close in source time, so
-    #: that the legs of a source transaction arrive in the same batch instead of
-    #: waiting batches for each other; large ones mean fewer fetch requests.
+    #: Bytes one fetch of a replay takes of one partition at most (kafka-python's
+    #: max_partition_fetch_bytes; `changefold run` takes a quarter of batch_max_bytes).
+    #: A replay fills each batch from several fetches (up to batch_max_bytes) and hands
+    #: partitions out together in source time: small chunks keep a batch's partitions
+    #: close in source time, so that the legs of a source transaction arrive in the
+    #: same batch instead of waiting batches for each other; large ones mean fewer
+    #: fetch requests.
     partition_fetch_bytes: int = 4 * 1024 * 1024
     #: Kafka offset commit after each DuckDB commit: "sync" (blocking) or "async".
     commit_mode: str = "sync"
