@@ -225,6 +225,18 @@ def test_connection_lost_tells_a_broken_link_from_a_failed_statement() -> None:
     assert not connection_lost(cast(psycopg.Connection, _Conn(broken=True)), dup)
     shutdown = psycopg.errors.AdminShutdown("terminating connection")
     assert connection_lost(cast(psycopg.Connection, _Conn(broken=False)), shutdown)
+    # A fast shutdown mid-pipeline (seen in CI): the AdminShutdown raised in the pipeline,
+    # then "cannot exit pipeline mode while busy" raised while leaving it.
+    try:
+        try:
+            raise psycopg.errors.AdminShutdown("terminating connection due to administrator")
+        except psycopg.Error:
+            raise psycopg.OperationalError("cannot exit pipeline mode while busy") from None
+    except psycopg.OperationalError as leaving:
+        assert leaving.__context__ is not None
+        assert connection_lost(cast(psycopg.Connection, _Conn(broken=False)), leaving)
+    busy = psycopg.OperationalError("cannot exit pipeline mode while busy")
+    assert not connection_lost(cast(psycopg.Connection, _Conn(broken=False)), busy)
 
 
 # -- reconnecting ---------------------------------------------------------------------------

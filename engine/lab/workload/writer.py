@@ -107,12 +107,31 @@ def connection_lost(conn: psycopg.Connection | None, exc: BaseException) -> bool
     # ("cannot exit pipeline mode while busy") with the lost link in the same message,
     # before the connection is marked broken.
     pgconn = getattr(conn, "pgconn", None)
-    if _LINK_GONE in str(exc) or (pgconn is not None and pgconn.status != psycopg.pq.ConnStatus.OK):
+    if pgconn is not None and pgconn.status != psycopg.pq.ConnStatus.OK:
+        return True
+    # The server's own word may sit further down the chain: a fast shutdown's
+    # AdminShutdown (57P01) raised in the pipeline, then "cannot exit pipeline mode
+    # while busy" raised while leaving it.
+    return any(_says_link_gone(e) for e in _chain(exc))
+
+
+def _says_link_gone(exc: BaseException) -> bool:
+    if _LINK_GONE in str(exc):
         return True
     if not isinstance(exc, psycopg.OperationalError):
         return False
     state = exc.sqlstate or ""
     return state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling, nearest first."""
+    out: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in out and len(out) < 10:
+        out.append(current)
+        current = current.__cause__ or current.__context__
+    return out
 
 
 class Writer:
