@@ -7,6 +7,7 @@ import socket
 import psutil
 import psycopg
 import pytest
+from engine_support import wait_for
 from support import Event, free_ports, read_until, unique
 
 from engine.core.config import Settings
@@ -174,7 +175,10 @@ def test_broker_killed_with_sigkill_recovers(stack: Settings) -> None:
     st = Stack(stack)
     st.kafka.process.kill()
     st.up(echo=lambda _: None)  # stale pid file, unclean log: recovers on its own
-    assert st.status()["healthy"]
+    # `up` waits for the connectors to run; `status` also asks each replication slot to
+    # be in use, which the restarted task takes a moment to do (seen in CI: unhealthy
+    # right after `up` returned).
+    wait_for(lambda: st.status()["healthy"], 60, "the stack to report healthy")
     pid = _insert_player(stack, unique("after_crash"))
     read_until(stack, PLAYERS_TOPIC, lambda ev: bool(_player_events(ev, pid)), timeout_s=90)
 
