@@ -127,14 +127,7 @@ def _parsed_txn(value: bytes) -> tuple[str, int | None, int] | None:
     except (MalformedEnvelope, ValueError):
         return None
     txn = data.get("transaction") if isinstance(data, dict) else None
-    if isinstance(txn, dict) and isinstance(txn.get("id"), str):
-        order = txn.get("total_order")
-        return (
-            xid_of_id(txn["id"]),
-            order if isinstance(order, int) else None,
-            _lsn_of_id(txn["id"]),
-        )
-    return None
+    return _block_txn(txn)
 
 
 def parse_marker(topic: str, partition: int, offset: int, value: bytes | None) -> TxnEnd | None:
@@ -228,14 +221,7 @@ def avro_event_txn(value: bytes) -> tuple[str, int | None, int] | None:
     from engine.decode.avro import txn_block
 
     txn = txn_block(value)
-    if isinstance(txn, dict) and isinstance(txn.get("id"), str):
-        order = txn.get("total_order")
-        return (
-            xid_of_id(txn["id"]),
-            order if isinstance(order, int) else None,
-            _lsn_of_id(txn["id"]),
-        )
-    return None
+    return _block_txn(txn)
 
 
 def avro_marker(topic: str, partition: int, offset: int, value: bytes) -> TxnEnd | None:
@@ -261,3 +247,15 @@ def avro_marker(topic: str, partition: int, offset: int, value: bytes) -> TxnEnd
         partition=partition,
         offset=offset,
     )
+
+
+def _block_txn(txn: Any) -> tuple[str, int | None, int] | None:
+    """(xid, place, LSN) of an event's `transaction` block (JSON or Avro), or None."""
+    if isinstance(txn, dict) and isinstance(txn.get("id"), str):
+        order = txn.get("total_order")
+        return (
+            xid_of_id(txn["id"]),
+            order if isinstance(order, int) else None,
+            _lsn_of_id(txn["id"]),
+        )
+    return None
