@@ -14,6 +14,8 @@
 #   python3 + venv      the .venv that `make install` creates (Python 3.11+)
 #   make, CA certificates
 #   Chromium + fonts    the browser tests (tests/e2e) drive Debian's chromium
+#   libatomic1          Playwright's driver (a Node binary in the .venv) links libatomic.so.1,
+#                       which a minimal Debian root file system lacks
 #   docker-compose      the tests validate compose.yaml with it
 #   a `postgres` user   Postgres refuses to run as root; as root the stack runs it as that user
 #
@@ -112,6 +114,13 @@ except ImportError:
 have_chromium() { [[ -x "$CHROMIUM" ]]; }
 have_fonts() { [[ $os == macos ]] || compgen -G "/usr/share/fonts/truetype/liberation*/*.ttf" >/dev/null; }
 have_compose() { command -v docker-compose >/dev/null 2>&1; }
+# Playwright's bundled Node driver links libatomic.so.1 (not on a minimal Debian/Ubuntu).
+have_libatomic() {
+    [[ $os == macos ]] && return 0
+    compgen -G "/usr/lib/*/libatomic.so.1" >/dev/null || compgen -G "/lib/*/libatomic.so.1" >/dev/null ||
+        compgen -G "/usr/lib64/libatomic.so.1" >/dev/null ||
+        { command -v ldconfig >/dev/null 2>&1 && ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1 '; }
+}
 
 # -- what is missing ----------------------------------------------------------------
 
@@ -167,6 +176,7 @@ survey() {
             esac
         fi
         have_fonts || need "fonts for the browser (Liberation)" fonts-liberation
+        have_libatomic || need "libatomic.so.1 (Playwright's driver links it)" libatomic1
         have_compose || need docker-compose docker-compose docker-compose
     fi
     return 0
