@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from decimal import Decimal
 
 import numpy as np
@@ -247,3 +248,126 @@ def _checked(raw: pl.Series, out: pl.Series) -> Converted:
 
 def _mask(bad: pl.Series) -> pl.Series | None:
     return bad if bad.any() else None
+
+
+# -- whole frames: one polars pass for many columns -------------------------------------
+#
+# A batch at the live tail holds a few rows per table, where each Series operation costs
+# more than its rows: the columns of a table are converted in one `select` (the kinds an
+# expression converts; the rest per column, as `convert` does).
+
+
+def placeholder_masks(raw: pl.DataFrame, specs: Sequence[ColumnSpec]) -> dict[str, pl.Series]:
+    """The rows of each column of `raw` (named as its spec) that hold Debezium's TOAST
+    placeholder, for the columns where any does; what `placeholder_mask` gives per column."""
+    exprs: list[pl.Expr] = []
+    out: dict[str, pl.Series] = {}
+    for spec in specs:
+        dtype = raw.schema[spec.name]
+        expr = _placeholder_expr(spec, dtype)
+        if expr is not None:
+            exprs.append(expr.alias(spec.name))
+        elif isinstance(dtype, pl.List) and dtype.inner.is_numeric():
+            mask = placeholder_mask(raw.get_column(spec.name), spec)
+            if mask is not None and mask.any():
+                out[spec.name] = mask
+    if exprs:
+        masks = raw.select(exprs)
+        hit = masks.select(pl.all().any()).row(0)
+        for name, any_hit in zip(masks.columns, hit, strict=True):
+            if any_hit:
+                out[name] = masks.get_column(name)
+    return out
+
+
+def _placeholder_expr(spec: ColumnSpec, dtype: pl.DataType) -> pl.Expr | None:
+    column = pl.col(spec.name)
+    if dtype == pl.String():
+        target = TOAST_PLACEHOLDER_B64 if spec.kind == "bytes" else TOAST_PLACEHOLDER
+        return (column == target).fill_null(False)
+    if isinstance(dtype, pl.List) and dtype.inner == pl.String():
+        assert spec.element is not None
+        target = TOAST_PLACEHOLDER_B64 if spec.element.kind == "bytes" else TOAST_PLACEHOLDER
+        return ((column.list.len() == 1) & (column.list.first() == target)).fill_null(False)
+    return None
+
+
+def convert_columns(
+    raw: pl.DataFrame, specs: Sequence[ColumnSpec]
+) -> tuple[dict[str, pl.Series], dict[str, pl.Series]]:
+    """Convert the columns of `raw` (one per spec, named as it) to their types, as
+    `convert` does each: the typed columns by name, and for each column with a value
+    that could not be converted, the mask of those rows."""
+    exprs: list[pl.Expr] = []
+    checks: list[pl.Expr] = []
+    typed: dict[str, pl.Series] = {}
+    bad: dict[str, pl.Series] = {}
+    for spec in specs:
+        converted = _expression(spec, pl.col(spec.name))
+        if converted is None:
+            out, mask = convert(raw.get_column(spec.name), spec)
+            typed[spec.name] = out.alias(spec.name)
+            if mask is not None:
+                bad[spec.name] = mask
+            continue
+        expr, check = converted
+        exprs.append(expr.alias(spec.name))
+        if check is not None:
+            checks.append(check.alias(spec.name))
+    if exprs:
+        frame = raw.select(exprs)
+        typed.update((name, frame.get_column(name)) for name in frame.columns)
+    if checks:
+        masks = raw.select(checks)
+        hit = masks.select(pl.all().any()).row(0)
+        for name, any_bad in zip(masks.columns, hit, strict=True):
+            if any_bad:
+                bad[name] = masks.get_column(name)
+    return {spec.name: typed[spec.name] for spec in specs}, bad
+
+
+def _expression(spec: ColumnSpec, raw: pl.Expr) -> tuple[pl.Expr, pl.Expr | None] | None:
+    """`convert` of one kind as an expression over the raw column: (typed, the rows
+    that could not be converted or None when none can fail); None for the kinds only
+    `convert` does (decimals, lists)."""
+    kind = spec.kind
+    if kind == "int":
+        return _checked_expr(
+            raw, raw.cast(_INT_DTYPES.get(spec.duck_type, pl.Int64()), strict=False)
+        )
+    if kind == "float":
+        return raw.cast(pl.Float32() if spec.duck_type == "FLOAT" else pl.Float64()), None
+    if kind in ("bool", "string"):
+        return raw, None
+    if kind == "bytes":
+        return _checked_expr(raw, raw.str.decode("base64", strict=False))
+    if kind == "date":
+        return _checked_expr(raw, raw.cast(pl.Int32(), strict=False).cast(pl.Date()))
+    if kind in _TIME_FACTOR:
+        nanos = raw * _TIME_FACTOR[kind]
+        in_day = (nanos >= 0) & (nanos < 86_400_000_000_000)
+        return _checked_expr(raw, pl.when(in_day).then(nanos).otherwise(None).cast(pl.Time()))
+    if kind in _TS_UNIT:
+        out = raw.cast(pl.Datetime(_TS_UNIT[kind]))  # type: ignore[arg-type]
+        return (out.cast(pl.Datetime("us")) if kind == "ts_ms" else out), None
+    if kind == "tstz":
+        return _checked_expr(
+            raw, raw.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        )
+    if kind == "interval_us":
+        return raw.cast(pl.Duration("us")), None
+    if kind == "cast":
+        if spec.duck_type == "UUID":
+            ok = raw.str.contains(_UUID_PATTERN)
+            return raw, raw.is_not_null() & ~ok.fill_null(True)
+        return raw, None
+    if kind == "struct":
+        return raw.struct.json_encode(), None
+    if kind in ("decimal", "decimal_text", "vdecimal", "list"):
+        return None
+    # unsupported: nothing parsed, the column stays NULL.
+    return pl.repeat(None, pl.len(), dtype=pl.String()), None
+
+
+def _checked_expr(raw: pl.Expr, out: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    return out, raw.is_not_null() & out.is_null()

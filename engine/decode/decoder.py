@@ -26,7 +26,7 @@ from engine.core.errors import DecodeError
 from engine.core.positions import PartitionProgress
 from engine.decode import bulkjson, violations
 from engine.decode.avro import MAGIC_BYTE, AvroSplitter, SchemaRegistry
-from engine.decode.convert import convert, placeholder_mask
+from engine.decode.convert import convert, convert_columns, placeholder_masks
 from engine.decode.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
 from engine.decode.logical import fingerprint, raw_dtype
 from engine.decode.model import (
@@ -294,23 +294,27 @@ class Decoder:
             _check_rows(group, value_row, shape, payloads, row_op & ~after_null, reasons)
 
         key_names = {c.name for c in key_row.columns}
-        value_cols: dict[str, pl.Series] = {}
+        specs = [spec for spec in value_row.columns if spec.name not in key_names]
+        raw_values = _raw_columns(after, specs, n)
         flags: dict[str, pl.Series] = {}
-        after_fields = {f.name for f in value_row.struct.fields}
-        for spec in value_row.columns:
-            if spec.name in key_names:
-                continue
-            if spec.name in after_fields:
-                raw = after.struct.field(spec.name)
-            else:
-                raw = pl.Series(spec.name, [None] * n, dtype=pl.String())
-            holder = placeholder_mask(raw, spec)
-            if holder is not None and holder.any():
-                flags[absent_flag(spec.name)] = holder
-                raw = pl.select(pl.when(~holder).then(raw)).to_series().alias(spec.name)
-            typed, bad = convert(raw, spec)
-            _note(reasons, bad, lambda j, s=spec, r=raw: _cannot(s, r, j, "column"))
-            value_cols[spec.name] = typed.alias(spec.name)
+        holders = placeholder_masks(raw_values, specs)
+        if holders:
+            raw_values = raw_values.with_columns(
+                pl.when(~pl.Series(holder)).then(pl.col(name)).alias(name)
+                for name, holder in holders.items()
+            )
+            flags = {
+                absent_flag(name): holders[name]
+                for name in (s.name for s in specs)
+                if name in holders
+            }
+        value_cols, failed = convert_columns(raw_values, specs)
+        for spec in specs:
+            if spec.name in failed:
+                raw = raw_values.get_column(spec.name)
+                _note(
+                    reasons, failed[spec.name], lambda j, s=spec, r=raw: _cannot(s, r, j, "column")
+                )
 
         frame = pl.DataFrame(
             [
@@ -397,6 +401,20 @@ def _inferred_value_row(values: list[bytes], known: TableSchema | None) -> RowSc
         c for c in columns if c.name not in known_cols
     ]
     return from_specs(tuple(ordered) if ordered else columns)
+
+
+def _raw_columns(after: pl.Series, specs: Sequence[ColumnSpec], n: int) -> pl.DataFrame:
+    """The after-images' fields of `specs` as columns (a field the schema lacks: NULL)."""
+    fields = {f.name for f in after.dtype.fields} if isinstance(after.dtype, pl.Struct) else set()
+    unnested = after.struct.unnest() if fields else None
+    return pl.DataFrame(
+        [
+            unnested.get_column(s.name)
+            if unnested is not None and s.name in fields
+            else pl.Series(s.name, [None] * n, dtype=pl.String())
+            for s in specs
+        ]
+    )
 
 
 def _struct_schema(struct: pl.Struct) -> dict[str, pl.DataType]:
