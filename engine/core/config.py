@@ -198,6 +198,11 @@ class EngineSettings:
     #: reach Kafka when it starts (a broker restarting, a stack still coming up), with
     #: growing pauses and a log line per attempt, before it exits (code 4). 0: one attempt.
     kafka_wait_s: float = 120.0
+    #: The Kafka client a replay reads the topics with: "kafka-python" (default) or
+    #: "confluent" (confluent-kafka, librdkafka: records fetched and parsed in C, a
+    #: fraction of the CPU per record; README "Figures"). `changefold run` always reads
+    #: with kafka-python.
+    kafka_client: str = "kafka-python"
 
     def __post_init__(self) -> None:
         if self.kafka_wait_s < 0:
@@ -212,6 +217,11 @@ class EngineSettings:
         if self.transactions not in ("on", "off"):
             raise ConfigError(
                 f"{_env_name('transactions')}={self.transactions!r}: use 'on' or 'off'"
+            )
+        if self.kafka_client not in ("kafka-python", "confluent"):
+            raise ConfigError(
+                f"{_env_name('kafka_client')}={self.kafka_client!r}: use 'kafka-python' or "
+                "'confluent'"
             )
         if self.commit_mode not in ("sync", "async"):
             raise ConfigError(

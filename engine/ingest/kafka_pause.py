@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafka import KafkaConsumer
 
-
-def poll(consumer: KafkaConsumer, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-    """consumer.poll, after giving back parked records of resumed partitions."""
+def poll(consumer: Any, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+    """consumer.poll, after giving back parked records of resumed partitions (a
+    kafka-python KafkaConsumer's; any other reader's poll as it is)."""
     fetcher = getattr(consumer, "_fetcher", None)
     slot = getattr(fetcher, "_next_partition_records", None)
     if slot is not None and not slot:

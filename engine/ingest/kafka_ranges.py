@@ -16,7 +16,7 @@ so that a batch holds the legs of the same source transactions.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -26,12 +26,29 @@ from engine.ingest.aligned import SourceTimeAligner
 from engine.ingest.source import Key, Polled, Rebalance
 
 
+class RangeReader(Protocol):
+    """What KafkaRanges calls on its consumer: a kafka-python KafkaConsumer, or
+    engine.ingest.confluent_reader.ConfluentReader (CHANGEFOLD_KAFKA_CLIENT=confluent)."""
+
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+
+    def pause(self, *partitions: TopicPartition) -> None: ...
+
+    def resume(self, *partitions: TopicPartition) -> None: ...
+
+    def position(self, partition: TopicPartition) -> int: ...
+
+    def poll(self, timeout_ms: int, max_records: int) -> Any: ...
+
+
 class KafkaRanges:
     """Reads [first, end) of each partition once."""
 
     def __init__(
         self,
-        consumer: KafkaConsumer,
+        consumer: RangeReader,
         first: Mapping[Key, int],
         ends: Mapping[Key, int],
         *,

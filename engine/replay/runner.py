@@ -21,8 +21,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from engine.core.config import Settings
 from engine.core.errors import ReplayError
+from engine.ingest.confluent_reader import ConfluentReader
 from engine.ingest.kafka_group import open_consumer
-from engine.ingest.kafka_ranges import KafkaRanges
+from engine.ingest.kafka_ranges import KafkaRanges, RangeReader
 from engine.ingest.loop import FoldLoop
 from engine.ingest.source import BatchSource
 from engine.ingest.step import CheckpointedStep, Folded, Outcome
@@ -171,8 +172,30 @@ class Replay:
         stop: threading.Event,
         on_progress: ProgressHook | None,
     ) -> None:
+        confluent = (
+            ConfluentReader(self.settings, "changefold-replay")
+            if self.settings.engine.kafka_client == "confluent"
+            else None
+        )
+        try:
+            reader: RangeReader = confluent if confluent is not None else consumer
+            self._fold_ranges(reader, store, writer, meta, result, stop, on_progress)
+        finally:
+            if confluent is not None:
+                confluent.close()
+
+    def _fold_ranges(
+        self,
+        reader: RangeReader,
+        store: Store,
+        writer: StateWriter,
+        meta: ReplayMeta,
+        result: ReplayResult,
+        stop: threading.Event,
+        on_progress: ProgressHook | None,
+    ) -> None:
         source = KafkaRanges(
-            consumer,
+            reader,
             meta.start_offsets,
             meta.end_offsets,
             max_wait_ms=self.settings.engine.batch_max_wait_ms,
