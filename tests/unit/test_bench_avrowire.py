@@ -150,3 +150,18 @@ def test_both_formats_with_one_topic_is_refused() -> None:
     )
     assert result.exit_code == 2
     assert "--topic holds one format" in result.output
+
+
+def test_avro_without_a_registry_is_refused_before_anything_is_produced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("CHANGEFOLD_REGISTRY_PORT", str(port))
+    result = CliRunner().invoke(main, ["bench", "fold", "--format", "avro", "--events", "10"])
+    assert result.exit_code == 2
+    assert f"no schema registry answers at http://127.0.0.1:{port}" in result.output
+    assert "CHANGEFOLD_FORMAT=avro" in result.output
