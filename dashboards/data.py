@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -380,29 +381,33 @@ def schema_registry(src: Sources | None = None) -> Registry:
         if hit is not None and time.monotonic() - hit[0] < REGISTRY_TTL_S:
             return hit[1]
     http = _client(src.registry_url + CCOMPAT)
+
+    def subject(name: str, default: str) -> Subject:
+        versions = http.get(f"/subjects/{name}/versions", timeout=5.0)
+        versions.raise_for_status()
+        latest = http.get(f"/subjects/{name}/versions/latest", timeout=5.0)
+        latest.raise_for_status()
+        own = http.get(f"/config/{name}", timeout=5.0)
+        body = latest.json()
+        return Subject(
+            subject=name,
+            latest_version=int(body.get("version", 0)),
+            latest_id=body.get("id"),
+            versions=len(versions.json()),
+            compatibility=(_mode(own.json()) if own.status_code == 200 else None) or default,
+        )
+
     try:
         glob = http.get("/config", timeout=5.0)
         glob.raise_for_status()
         default = _mode(glob.json()) or "?"
         names = http.get("/subjects", timeout=5.0)
         names.raise_for_status()
-        subjects = []
-        for name in sorted(str(n) for n in names.json()):
-            versions = http.get(f"/subjects/{name}/versions", timeout=5.0)
-            versions.raise_for_status()
-            latest = http.get(f"/subjects/{name}/versions/latest", timeout=5.0)
-            latest.raise_for_status()
-            own = http.get(f"/config/{name}", timeout=5.0)
-            body = latest.json()
-            subjects.append(
-                Subject(
-                    subject=name,
-                    latest_version=int(body.get("version", 0)),
-                    latest_id=body.get("id"),
-                    versions=len(versions.json()),
-                    compatibility=(_mode(own.json()) if own.status_code == 200 else None)
-                    or default,
-                )
+        # three requests per subject: a few at a time, so the page does not wait for
+        # them one after the other
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="registry") as pool:
+            subjects = list(
+                pool.map(lambda n: subject(n, default), sorted(str(n) for n in names.json()))
             )
     except (httpx.HTTPError, ValueError) as exc:
         raise Unavailable(
