@@ -1,5 +1,5 @@
-"""The dashboards' only door to data: the engine's query API, the Connect REST API and
-Postgres' replication slots.
+"""The dashboards' only door to data: the engine's query API, the Connect REST API,
+Postgres' replication slots and (format avro) the schema registry.
 
 The dashboards import nothing from the engine: they speak HTTP to the query API
 that `changefold run` serves (POST /query, GET /health, GET /metrics), read the
@@ -23,7 +23,9 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,14 @@ import pyarrow as pa
 #: Defaults, the same as the engine's (engine/core/config.py).
 DEFAULT_API_PORT = 58000
 DEFAULT_CONNECT_PORT = 58083
+DEFAULT_REGISTRY_PORT = 58081
+#: Hosts of this machine: the only ones the dashboards ask for the schema registry.
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+#: Path of the registry's Confluent-compatible API.
+CCOMPAT = "/apis/ccompat/v7"
+#: Seconds a read of the registry's subjects is reused (the live panels rerun every
+#: few seconds; a subject's versions change with a table's columns).
+REGISTRY_TTL_S = 15.0
 DEFAULT_PG = {"host": "127.0.0.1", "port": "55432", "user": "changefold", "dbname": "changefold"}
 DEFAULT_REFRESH_S = 3.0
 DEFAULT_WINDOW_MIN = 60
@@ -75,6 +85,13 @@ class Sources:
     refresh_s: float
     #: Minutes of event time that the engine's leaderboard_window covers.
     window_min: int
+    #: Wire format of the change events: "json" (schemas inside each message) or
+    #: "avro" (schemas in the registry).
+    fmt: str = "json"
+    #: Base URL of the schema registry (asked with format avro only).
+    registry_url: str = f"http://127.0.0.1:{DEFAULT_REGISTRY_PORT}"
+    #: The registry's host is this machine (else the dashboards do not ask it).
+    registry_local: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Sources:
@@ -85,6 +102,7 @@ class Sources:
         - CHANGEFOLD_CONNECT_URL, else http://127.0.0.1:CHANGEFOLD_CONNECT_PORT (58083)
         - CHANGEFOLD_PG_HOST / _PORT / _USER / _PASSWORD / _DATABASE (the local stack's)
         - CHANGEFOLD_DASHBOARD_REFRESH_S (3), CHANGEFOLD_LEADERBOARD_WINDOW_MIN (60)
+        - CHANGEFOLD_FORMAT (json), CHANGEFOLD_REGISTRY_HOST / _PORT (127.0.0.1:58081)
         """
         e = os.environ if env is None else env
 
@@ -113,6 +131,10 @@ class Sources:
         window = _int(
             get("LEADERBOARD_WINDOW_MIN", str(DEFAULT_WINDOW_MIN)), "LEADERBOARD_WINDOW_MIN"
         )
+        fmt = get("FORMAT", "json").strip().lower()
+        reg_host = get("REGISTRY_HOST", "127.0.0.1")
+        reg_port = _int(get("REGISTRY_PORT", str(DEFAULT_REGISTRY_PORT)), "REGISTRY_PORT")
+        bracketed = f"[{reg_host}]" if ":" in reg_host else reg_host
         return cls(
             api_url=api_url.rstrip("/"),
             connect_url=connect_url.rstrip("/"),
@@ -120,6 +142,9 @@ class Sources:
             pg_address=f"{pg['host']}:{pg['port']}",
             refresh_s=max(refresh, 0.5),
             window_min=max(window, 1),
+            fmt=fmt,
+            registry_url=f"http://{bracketed}:{reg_port}",
+            registry_local=reg_host.strip("[]").lower() in LOOPBACK,
         )
 
 
@@ -303,6 +328,98 @@ def connectors(src: Sources | None = None) -> list[Connector]:
             )
         )
     return out
+
+
+# -- the schema registry (format avro) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One subject of the registry (`<topic>-key` / `<topic>-value`)."""
+
+    subject: str
+    latest_version: int
+    #: Schema id of the latest version (what the messages carry).
+    latest_id: int | None
+    versions: int
+    #: The subject's own compatibility mode, else the registry's.
+    compatibility: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    url: str
+    subjects: tuple[Subject, ...]
+    #: The registry's global compatibility mode.
+    compatibility: str
+
+
+_registry_cache: dict[str, tuple[float, Registry]] = {}
+_registry_lock = threading.Lock()
+
+
+def _mode(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    mode = body.get("compatibilityLevel") or body.get("compatibility")
+    return str(mode) if mode else None
+
+
+def schema_registry(src: Sources | None = None) -> Registry:
+    """Subjects, their latest version and its id, how many versions, and compatibility
+    mode, from the registry's Confluent-compatible API (the requests `changefold
+    schemas` makes, without each version's id). Read at most every REGISTRY_TTL_S.
+    A registry that is not on this machine is not asked."""
+    src = src or sources()
+    if not src.registry_local:
+        raise DataError(
+            f"The schema registry at {src.registry_url} is not on this machine: the "
+            "dashboards ask only local servers (`changefold schemas` lists its subjects)."
+        )
+    with _registry_lock:
+        hit = _registry_cache.get(src.registry_url)
+        if hit is not None and time.monotonic() - hit[0] < REGISTRY_TTL_S:
+            return hit[1]
+    http = _client(src.registry_url + CCOMPAT)
+
+    def subject(name: str, default: str) -> Subject:
+        versions = http.get(f"/subjects/{name}/versions", timeout=5.0)
+        versions.raise_for_status()
+        latest = http.get(f"/subjects/{name}/versions/latest", timeout=5.0)
+        latest.raise_for_status()
+        own = http.get(f"/config/{name}", timeout=5.0)
+        body = latest.json()
+        return Subject(
+            subject=name,
+            latest_version=int(body.get("version", 0)),
+            latest_id=body.get("id"),
+            versions=len(versions.json()),
+            compatibility=(_mode(own.json()) if own.status_code == 200 else None) or default,
+        )
+
+    try:
+        glob = http.get("/config", timeout=5.0)
+        glob.raise_for_status()
+        default = _mode(glob.json()) or "?"
+        names = http.get("/subjects", timeout=5.0)
+        names.raise_for_status()
+        # three requests per subject: a few at a time, so the page does not wait for
+        # them one after the other
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="registry") as pool:
+            subjects = list(
+                pool.map(lambda n: subject(n, default), sorted(str(n) for n in names.json()))
+            )
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Unavailable(
+            "registry",
+            f"The schema registry at {src.registry_url} does not answer "
+            f"({type(exc).__name__}). With CHANGEFOLD_FORMAT=avro, `changefold stack up` "
+            "starts it; if it runs elsewhere on this machine, set CHANGEFOLD_REGISTRY_PORT.",
+        ) from None
+    found = Registry(src.registry_url, tuple(subjects), default)
+    with _registry_lock:
+        _registry_cache[src.registry_url] = (time.monotonic(), found)
+    return found
 
 
 # -- Postgres ------------------------------------------------------------------------

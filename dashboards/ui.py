@@ -35,7 +35,12 @@ def banner(exc: data.DataError, *, own_query: bool = False) -> None:
     A page's query on a table that does not exist yet is a wait, not an error; a query
     the user typed (`own_query`) gets the plain error."""
     if isinstance(exc, data.Unavailable):
-        what = {"api": "Engine down", "connect": "Kafka Connect down", "postgres": "Postgres down"}
+        what = {
+            "api": "Engine down",
+            "connect": "Kafka Connect down",
+            "postgres": "Postgres down",
+            "registry": "Schema registry down",
+        }
         st.error(f"**{what.get(exc.source, 'Source down')}.** {exc}", icon=":material/power_off:")
     elif isinstance(exc, data.QueryFailed) and not own_query and data.missing_table(exc):
         st.warning(

@@ -1,6 +1,6 @@
 """Pipeline: the source position the state is consistent as of, lag and throughput per
 partition, batch timings, freshness, group members, connectors and tasks, replication
-slots, dead letters, schema versions."""
+slots, dead letters, schema versions, and the schema registry's subjects (format avro)."""
 
 from __future__ import annotations
 
@@ -284,6 +284,45 @@ def stack_panels() -> None:
                 hide_index=True,
                 key="pl_slots",
             )
+    registry_panel(src)
+
+
+def registry_panel(src: data.Sources) -> None:
+    """Format avro: the registry's subjects; format json: where the schemas are instead."""
+    st.subheader("Schema registry")
+    if src.fmt != "avro":
+        st.caption(
+            "format json: no schema registry, every message carries its own schema; the "
+            "engine records each version it sees (Schema versions, with the engine's figures)"
+        )
+        return
+    try:
+        reg = data.schema_registry(src)
+    except data.Unavailable as exc:
+        ui.banner(exc)
+        return
+    except data.DataError as exc:
+        st.caption(str(exc))
+        return
+    if not reg.subjects:
+        st.caption(f"no subject in the registry at {reg.url} yet")
+        return
+    rows = [
+        {
+            "subject": s.subject,
+            "latest version": s.latest_version,
+            "versions": s.versions,
+            "latest schema id": s.latest_id,
+            "compatibility": s.compatibility,
+        }
+        for s in reg.subjects
+    ]
+    st.dataframe(pl.DataFrame(rows), hide_index=True, key="pl_registry", height=_fit(len(rows)))
+    st.caption(
+        f"format avro: {len(rows)} subjects (a key and a value subject per topic) at "
+        f"{reg.url}, its Confluent-compatible API; default compatibility "
+        f"{reg.compatibility}; messages carry the schema id"
+    )
 
 
 def _state(state: str) -> str:

@@ -39,13 +39,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Settings]:
-    """Settings of a running stack of this module's own; stopped and removed after it."""
+    """Settings of a running stack of this module's own; stopped and removed after it.
+    Its format is CHANGEFOLD_FORMAT's (with avro, its registry on a free port too)."""
     home = Path(tempfile.mkdtemp(prefix="changefold-e2e-"))
     home.chmod(0o755)  # Postgres runs as an unprivileged user that must reach it
-    pg, kafka, controller, connect = free_ports(4)
+    pg, kafka, controller, connect, registry = free_ports(5)
     settings = Settings.from_env(
         home=home, pg_port=pg, kafka_port=kafka, kafka_controller_port=controller,
-        connect_port=connect,
+        connect_port=connect, registry_port=registry,
     )  # fmt: skip
     st = Stack(settings)
     try:

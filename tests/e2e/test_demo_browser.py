@@ -1,9 +1,10 @@
 """With `changefold demo` running on the real stack, headless Chromium opens the app
 and goes through every page from the sidebar, as a user does; it waits for real
 content (the overview's charts and top five, leaderboard rows, a fraud alert, lag
-figures, query rows), saves a screenshot per page under artifacts/screenshots/ and
-fails on a Streamlit exception or error box, on a browser console error, on a request
-that leaves the machine, and on a table whose columns are cut off at 1400 px."""
+figures, query rows, the schema registry's subjects or the json format's note),
+saves a screenshot per page under artifacts/screenshots/ and fails on a Streamlit
+exception or error box, on a browser console error, on a request that leaves the
+machine, and on a table whose columns are cut off at 1400 px."""
 
 from __future__ import annotations
 
@@ -275,6 +276,20 @@ def test_every_page_shows_live_content(page: Any, demo: DemoRun, browsing: Brows
         r"all \d+ partitions caught up \(lag 0\)|\d+ of \d+ partitions behind", captions
     )
     assert re.search(r"the newest \d+ batches, [\d:]+ to [\d:]+ UTC", captions), captions
+    assert "Schema registry" in [h.strip() for h in texts(page, "stHeading")]
+    if demo.settings.stack.avro:
+        # the registry's subjects: a key and a value subject per captured table
+        def subjects() -> bool:
+            frames = page.locator('[data-testid="stDataFrame"]').count()
+            shown = " ".join(" ".join(cells(page, i)) for i in range(frames))
+            return "bank.bank.transactions-value" in shown and "bank.bank.transactions-key" in shown
+
+        wait_for("the registry's subjects on the Pipeline page", subjects, 60)
+        captions = " ".join(texts(page, "stCaptionContainer"))
+        assert re.search(r"format avro: \d+ subjects", captions), captions
+        screenshot(page, "pipeline")
+    else:
+        assert "format json: no schema registry, every message carries its own schema" in captions
     assert not clipped_tables(page), f"pipeline tables cut off: {clipped_tables(page)}"
 
     def sql() -> bool:
