@@ -13,11 +13,17 @@ temporary folder, with the views maintained in every batch as always:
      batch figures (first assignment to last batch), and peak RSS.
 
     .venv/bin/python benchmarks/bench_replay.py [--events 1000000] [--rate 12000]
+        [--transactions-cost ROUNDS | --clients ROUNDS]
 
 With `--transactions-cost ROUNDS` it instead replays the same history ROUNDS times
 with whole source transactions on and ROUNDS times off, interleaved, and prints
 events/s and CPU per event of each and the cost of ordering transactions (the
 CPU of the replay process and its children, steadier than wall time here).
+
+With `--clients ROUNDS` it reads the same topics ROUNDS times with each Kafka client
+(kafka-python, confluent-kafka), interleaved: raw (records fetched, nothing else, in a
+child process) and as `changefold replay` (CHANGEFOLD_KAFKA_CLIENT), and prints CPU per
+record of each and the engine's ratio to raw kafka-python.
 
 Timings are wall clock: run it on an otherwise idle machine. The topics keep what
 was generated (retention is unbounded in the demo): a second run reuses them.
@@ -38,6 +44,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from engine.core.config import Settings
+from engine.ingest.confluent_reader import ConfluentReader
 from engine.ingest.kafka_group import open_consumer
 from engine.ingest.topics import subscription
 from engine.lab import bench
@@ -129,6 +136,88 @@ def transactions_cost(workdir: Path, rounds: int, held: int, topics: int) -> Non
     )
 
 
+def read_topics(client: str) -> None:
+    """(In the child of raw_read) read the demo topics once with `client`, keeping
+    nothing; prints records, bytes and seconds."""
+    settings = Settings()
+    pattern = subscription((), settings.connectors_dir).pattern
+    assert pattern is not None
+    meta = open_consumer(
+        settings,
+        "bench-raw",
+        group_id=None,
+        max_partition_fetch_bytes=settings.engine.partition_fetch_bytes,
+    )
+    tps = [
+        TopicPartition(t, p)
+        for t in meta.topics()
+        if re.match(pattern, t)
+        for p in meta.partitions_for_topic(t) or ()
+    ]
+    ends, begins = meta.end_offsets(tps), meta.beginning_offsets(tps)
+    total = sum(ends[tp] - begins[tp] for tp in tps)
+    reader = meta if client == "kafka-python" else ConfluentReader(settings, "bench-raw")
+    reader.assign(tps)
+    for tp in tps:
+        reader.seek(tp, begins[tp])
+    records = size = 0
+    t0 = time.perf_counter()
+    while records < total:
+        polled = reader.poll(timeout_ms=1000, max_records=settings.engine.batch_max_records)
+        for batch in polled.values():
+            records += len(batch)
+            size += sum(len(r.value or b"") for r in batch)
+    print(records, size, time.perf_counter() - t0)
+
+
+def raw_read(client: str) -> bench.Rate:
+    """The topics read once with `client` in a child process, nothing done with the
+    records: its rate (cpu_seconds: the child's CPU, its start included)."""
+    cpu0 = _children_cpu()
+    out = subprocess.run(
+        [sys.executable, __file__, "--read-topics", client],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    records, size, seconds = int(out[-3]), int(out[-2]), float(out[-1])
+    return bench.Rate(records, size, seconds, _children_cpu() - cpu0)
+
+
+def clients(workdir: Path, rounds: int, held: int) -> None:
+    """Raw reads and replays with each Kafka client, interleaved, and their figures."""
+    names = ("kafka-python", "confluent")
+    raw: dict[str, list[bench.Rate]] = {c: [] for c in names}
+    engine: dict[str, list[bench.Rate]] = {c: [] for c in names}
+    for i in range(rounds):
+        for client in names if i % 2 == 0 else names[::-1]:
+            print(f"round {i + 1}/{rounds}, {client}: raw read ...", flush=True)
+            raw[client].append(raw_read(client))
+            print(f"round {i + 1}/{rounds}, {client}: changefold replay ...", flush=True)
+            rate, _peak = replay(
+                workdir / f"replay-{client}-{i}.duckdb", {"CHANGEFOLD_KAFKA_CLIENT": client}
+            )
+            engine[client].append(rate)
+    print(f"\nbench replay --clients: {held:,} records, views on, {rounds} round(s)")
+
+    def mean(rates: list[bench.Rate]) -> float:
+        return sum(r.cpu_us_per_record for r in rates) / len(rates)
+
+    for client in names:
+        for what, rates in (("raw read", raw[client]), ("replay", engine[client])):
+            cells = ", ".join(
+                f"{r.per_second:,.0f} records/s {r.cpu_us_per_record:.1f} us CPU/record"
+                for r in rates
+            )
+            print(f"  {client:<12} {what:<8}  {cells}")
+    base = mean(raw["kafka-python"])
+    for client in names:
+        print(
+            f"  engine ({client}) against raw kafka-python, CPU per record: "
+            f"{base / mean(engine[client]):.2f}x"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="records to replay")
@@ -141,7 +230,18 @@ def main() -> int:
         metavar="ROUNDS",
         help="replay ROUNDS times with whole transactions on and off instead",
     )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="read and replay ROUNDS times with each Kafka client instead",
+    )
+    parser.add_argument("--read-topics", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.read_topics:
+        read_topics(args.read_topics)
+        return 0
     settings = Settings()
     pattern = subscription((), settings.connectors_dir).pattern
     assert pattern is not None
@@ -158,6 +258,10 @@ def main() -> int:
     print(f"{len(topics)} topics hold {held:,} records")
 
     workdir = Path(tempfile.mkdtemp(prefix="changefold-bench-replay-"))
+    if args.clients:
+        clients(workdir, args.clients, held)
+        print(f"  states under {workdir}")
+        return 0
     if args.transactions_cost:
         transactions_cost(workdir, args.transactions_cost, held, len(topics))
         print(f"  states under {workdir}")
