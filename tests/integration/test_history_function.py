@@ -27,7 +27,7 @@ from support import unique
 
 from engine.core.config import Settings
 from engine.decode import txmeta
-from engine.lab.stack.connect import Connect, ConnectorSpec
+from engine.lab.stack.connect import Connect, ConnectorSpec, with_format
 
 BATCHES = (1, 7, 977, 20_000)
 KILLS = 3
@@ -51,7 +51,8 @@ def own_connector(stack: Settings) -> Iterator[str]:
         }
     )
     connect = Connect(stack)
-    spec = ConnectorSpec(name=prefix, config=config, path=path)
+    # The stack's converters (format=avro: the registry's Avro converter).
+    spec = ConnectorSpec(name=prefix, config=with_format(stack, config), path=path)
     connect.register(spec, timeout_s=60)
     connect.wait_running(spec, timeout_s=60)
     try:
