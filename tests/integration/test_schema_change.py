@@ -35,7 +35,6 @@ from engine_support import (
     compare_with_postgres,
     wait_for,
     wait_topics_quiet,
-    workload,
 )
 from kafka import KafkaConsumer
 from psycopg import sql
@@ -44,8 +43,11 @@ from support import unique
 from engine.core.config import Settings
 from engine.lab.stack.connect import Connect, ConnectorSpec, with_format
 from engine.lab.stack.supervisor import trace_summary
+from engine.lab.workload.runner import WorkloadOptions, run_workload
 
 CCOMPAT = "/apis/ccompat/v7"
+#: Seconds of values written into the added column, under the workload.
+NOTES_S = 20
 
 
 class Source:
@@ -197,48 +199,57 @@ def test_a_column_added_under_load_reaches_the_mirror_without_a_restart(
     engine: EngineProcess | None = None
     written: list[int] = []
     try:
-        with workload(source.settings, "bank", rate=100, duration_s=45, seed=41) as load:
+        # The bank workload runs until stopped: through the engine's start, however long
+        # a loaded machine takes, and NOTES_S past the change.
+        stop_load = threading.Event()
+        failed: list[BaseException] = []
+
+        def load_target() -> None:
+            options = WorkloadOptions(domain="bank", rate=100, duration_s=0, seed=41, population=60)
+            try:
+                run_workload(source.settings, options, stop=stop_load)
+            except BaseException as exc:  # reported by the test
+                failed.append(exc)
+
+        load = threading.Thread(target=load_target, name="workload-bank", daemon=True)
+        load.start()
+        try:
 
             def have_topics() -> bool:
                 topics = _topics(stack, prefix)
                 tables = {t.rsplit(".", 1)[1] for t in topics if t.count(".") == 2}
                 return wanted <= tables and f"{prefix}.transaction" in topics
 
-            wait_for(have_topics, 90, f"the topics of {prefix}")
+            wait_for(have_topics, 180, f"the topics of {prefix}")
             engine = _start_engine(
                 source, state, group, tmp_path / "engine.log", "--idle-exit", "8"
             )
-            wait_for(engine.owns_partitions, 120, "the engine to own its partitions")
+            wait_for(engine.owns_partitions, 180, "the engine to own its partitions")
             time.sleep(3)  # it folds the table as it was first
 
             # The change, while the workload writes (it waits for the transactions in
             # flight on the table, then they go on).
             source.execute("ALTER TABLE bank.accounts ADD COLUMN note text")
-            assert load.is_alive(), "the workload ended before the change: raise its duration"
 
             # Values of the new column, written while the workload goes on.
-            stop = threading.Event()
-
-            def note_writer() -> None:
-                rng = random.Random(5)
-                with psycopg.connect(source.settings.stack.pg_conninfo(), autocommit=True) as pg:
-                    n = 0
-                    while not stop.is_set() and load.is_alive():
-                        ids = [r[0] for r in pg.execute("SELECT account_id FROM bank.accounts")]
-                        if ids:
-                            n += 1
-                            account = rng.choice(ids)
-                            pg.execute(
-                                "UPDATE bank.accounts SET note = %s WHERE account_id = %s",
-                                [f"note {n} of {account}", account],
-                            )
-                            written.append(account)
-                        time.sleep(0.1)
-
-            writer = threading.Thread(target=note_writer, name="note-writer", daemon=True)
-            writer.start()
-        stop.set()
-        writer.join(timeout=30)
+            rng = random.Random(5)
+            with psycopg.connect(source.settings.stack.pg_conninfo(), autocommit=True) as pg:
+                until = time.monotonic() + NOTES_S
+                while time.monotonic() < until:
+                    ids = [r[0] for r in pg.execute("SELECT account_id FROM bank.accounts")]
+                    account = rng.choice(ids)
+                    pg.execute(
+                        "UPDATE bank.accounts SET note = %s WHERE account_id = %s",
+                        [f"note {len(written)} of {account}", account],
+                    )
+                    written.append(account)
+                    time.sleep(0.1)
+            assert load.is_alive(), failed
+        finally:
+            stop_load.set()
+            load.join(timeout=120)
+        assert not failed, failed
+        assert not load.is_alive(), "the workload did not stop"
         assert written, "no value was written into the new column"
         assert engine.proc.poll() is None, "the engine stopped during the load"
 
