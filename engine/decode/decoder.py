@@ -96,6 +96,14 @@ class Decoder:
         self._splitters: dict[str, Splitter] = {}
         self._key_splitters: dict[str, Splitter] = {}
 
+    def _avro_key(self, key: bytes) -> tuple[bytes | None, bytes]:
+        """An Avro message's key split as its value is; a key that cannot be read is
+        named as the key in the dead letter's reason."""
+        try:
+            return self._avro.split(key)
+        except MalformedEnvelope as exc:
+            raise MalformedEnvelope(f"the key cannot be read: {exc}") from None
+
     @staticmethod
     def _splitter(topic: str, cache: dict[str, Splitter]) -> Splitter:
         found = cache.get(topic)
@@ -157,7 +165,7 @@ class Decoder:
             try:
                 if avro and value[:1] == MAGIC_BYTE:
                     value_schema, payload = self._avro.split(value)
-                    key_schema, key_payload = (None, None) if key is None else self._avro.split(key)
+                    key_schema, key_payload = (None, None) if key is None else self._avro_key(key)
                 else:
                     value_schema, payload = splitter.split(value)
                     key_schema, key_payload = (

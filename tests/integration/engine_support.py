@@ -40,6 +40,32 @@ def wait_for(
         time.sleep(every_s)
 
 
+def wait_progressing(
+    condition: Callable[[], Any],
+    progress: Callable[[], Any],
+    stall_s: float,
+    what: str,
+    every_s: float = 0.5,
+) -> Any:
+    """Poll `condition` until it returns something truthy, for as long as `progress()`
+    keeps changing: fail naming `what` once it has not changed for `stall_s` seconds
+    (a loaded machine is slow, a stuck engine makes no progress at all)."""
+    last = progress()
+    since = time.monotonic()
+    while True:
+        result = condition()
+        if result:
+            return result
+        now = progress()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stall_s:
+            raise AssertionError(
+                f"no progress for {stall_s:.0f} s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(every_s)
+
+
 def engine_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = settings.child_env()
     env["CHANGEFOLD_CONSUMER_SESSION_TIMEOUT_MS"] = str(SESSION_TIMEOUT_MS)

@@ -13,6 +13,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from engine.core.config import Settings
+from engine.decode import avro
 
 
 def free_ports(n: int) -> list[int]:
@@ -48,6 +49,24 @@ class Event:
         return None if self.value is None else self.value.get("payload", self.value)
 
 
+def message_reader(settings: Settings) -> Callable[[bytes | None], Any]:
+    """Parses a Debezium topic's key or value in the stack's format (None: a tombstone
+    or no key) into the JsonConverter's shape, {"schema": ..., "payload": ...}: with
+    format=avro the payload is the Avro value read with the registry's schema and the
+    schema is the Connect schema rebuilt from it (as the engine's decoder does)."""
+    if not settings.stack.avro:
+        return lambda data: json.loads(data) if data else None
+    registry = avro.SchemaRegistry(settings.stack.registry_url)
+
+    def parse(data: bytes | None) -> Any:
+        if not data:
+            return None
+        schema = registry.schema(avro.schema_id(data))
+        return {"schema": json.loads(schema.connect_json), "payload": schema.read(data)}
+
+    return parse
+
+
 def read_until(
     settings: Settings,
     topic: str,
@@ -65,6 +84,7 @@ def read_until(
         group_id=None,
         consumer_timeout_ms=1000,
     )
+    parse = message_reader(settings)
     events: list[Event] = []
     try:
         deadline = time.monotonic() + timeout_s
@@ -86,8 +106,8 @@ def read_until(
                             topic=r.topic,
                             partition=r.partition,
                             offset=r.offset,
-                            key=json.loads(r.key) if r.key else None,
-                            value=json.loads(r.value) if r.value else None,
+                            key=parse(r.key),
+                            value=parse(r.value),
                         )
                     )
             if done(events):

@@ -2,16 +2,12 @@
 converter, the bank workload, the engine; the mirrors equal Postgres row by row and
 source transactions are applied whole (the frontier moves).
 
-It starts its own stack (CHANGEFOLD_FORMAT=avro, free ports, its own home), next to
-the session's JSON stack.
+It runs on the session's avro stack only (the whole suite runs under both formats;
+this test asserts the Avro wire format and the registry's subjects).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -19,34 +15,10 @@ import httpx
 import pytest
 from engine_support import EngineProcess, compare_with_postgres, wait_topics_quiet, workload
 from kafka import KafkaConsumer, TopicPartition
-from support import free_ports, unique
+from support import unique
 
 from engine.core.config import Settings
 from engine.lab.stack.supervisor import Stack
-
-
-@pytest.fixture(scope="module")
-def avro_stack() -> Iterator[Settings]:
-    home = Path(tempfile.mkdtemp(prefix="changefold-avro-it-"))
-    home.chmod(0o755)
-    pg, kafka, controller, connect, registry = free_ports(5)
-    settings = Settings.from_env(
-        home=home,
-        pg_port=pg,
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        connect_port=connect,
-        registry_port=registry,
-        format="avro",
-    )
-    st = Stack(settings)
-    try:
-        st.up(echo=lambda line: print(line, flush=True))
-        yield settings
-    finally:
-        st.down(echo=lambda line: print(line, flush=True))
-        if not os.environ.get("CHANGEFOLD_KEEP_TEST_STACK"):
-            shutil.rmtree(home, ignore_errors=True)
 
 
 def _first_bytes(settings: Settings, topic: str) -> bytes:
@@ -64,10 +36,11 @@ def _first_bytes(settings: Settings, topic: str) -> bytes:
     raise AssertionError(f"no message in {topic}")
 
 
+@pytest.mark.formats("avro", reason="it asserts the Avro wire format and the registry")
 def test_avro_mirrors_equal_postgres_and_transactions_apply_whole(
-    avro_stack: Settings, tmp_path: Path
+    stack: Settings, tmp_path: Path
 ) -> None:
-    settings = avro_stack
+    settings = stack
     components = {c["name"]: c["healthy"] for c in Stack(settings).status()["components"]}
     assert components == dict.fromkeys(["postgres", "kafka", "registry", "connect"], True)
 

@@ -21,13 +21,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from engine_support import EngineProcess, changefold, wait_topics_quiet, workload
+from engine_support import EngineProcess, changefold, wait_for, wait_topics_quiet, workload
 from kafka import KafkaConsumer, TopicPartition
 from support import unique
 
 from engine.core.config import Settings
 from engine.decode import txmeta
-from engine.lab.stack.connect import Connect, ConnectorSpec
+from engine.lab.stack.connect import Connect, ConnectorSpec, with_format
 
 BATCHES = (1, 7, 977, 20_000)
 KILLS = 3
@@ -51,7 +51,8 @@ def own_connector(stack: Settings) -> Iterator[str]:
         }
     )
     connect = Connect(stack)
-    spec = ConnectorSpec(name=prefix, config=config, path=path)
+    # The stack's converters (format=avro: the registry's Avro converter).
+    spec = ConnectorSpec(name=prefix, config=with_format(stack, config), path=path)
     connect.register(spec, timeout_s=60)
     connect.wait_running(spec, timeout_s=60)
     try:
@@ -121,7 +122,10 @@ def test_live_with_crashes_and_replays_in_any_batches_are_equal_on_every_table(
                 time.sleep(1)
             for _ in range(KILLS):
                 engine = start(topics)
-                time.sleep(8)  # joins, folds a few batches; then killed anywhere
+                # Joins (a loaded machine can take longer than the folding itself to
+                # start an engine), folds a few batches; then killed anywhere.
+                wait_for(engine.owns_partitions, 120, "the engine to own its partitions")
+                time.sleep(3)
                 engine.kill()
         # The killed runs did fold (their members were assigned partitions).
         assert any(e.owns_partitions() for e in engines), engines[0].output()[-3000:]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 from engine_support import EngineProcess, wait_for, wait_topics_quiet, workload
 from support import free_ports, unique
 from test_torn_reads import TORN
@@ -41,6 +42,17 @@ def test_psql_reads_the_live_state_and_writes_are_refused(stack: Settings, tmp_p
     )
     try:
         wait_for(lambda: f"127.0.0.1:{pg_port}" in engine.output(), 60, "the Postgres endpoint")
+        # The session's topics already hold the earlier tests' history: the engine folds
+        # it first (a loaded machine, or the per-event Avro read, takes a while), so the
+        # reads below see the state change with the workload, not the catch-up.
+        with psycopg.connect(stack.stack.pg_conninfo()) as pg:
+            (source_rows,) = pg.execute("SELECT count(*) FROM bank.transactions").fetchone()
+
+        def caught_up() -> bool:
+            done = psql(pg_port, "-c", "select count(*) from bank.transactions")
+            return done.returncode == 0 and done.stdout.strip() == str(source_rows)
+
+        wait_for(caught_up, 600, f"the engine to fold the {source_rows} transactions so far", 2)
         reads: list[tuple[int, int, int]] = []
         # Long enough that a slow start (a loaded machine) still leaves psql many reads
         # of a changing state.

@@ -108,7 +108,9 @@ def test_up_is_idempotent_and_status_is_healthy(stack: Settings) -> None:
     pids = {c.name: c.process.pid() for c in st.components}
     lines: list[str] = []
     st.up(echo=lines.append)
-    assert sum("already running" in line for line in lines) == 3
+    # Postgres, Kafka, Connect, and with format=avro the schema registry.
+    assert sum("already running" in line for line in lines) == len(pids)
+    assert len(pids) == (4 if stack.stack.avro else 3)
     assert {c.name: c.process.pid() for c in st.components} == pids
     report = st.status()
     assert report["healthy"], report
@@ -131,7 +133,7 @@ def test_connect_rejects_a_bad_connector_with_its_validation_message(stack: Sett
 
 
 def test_port_in_use_is_named(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> None:
-    port, pg, controller, connect = free_ports(4)
+    port, pg, controller, connect, registry = free_ports(5)
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", port))
     blocker.listen()
@@ -142,6 +144,7 @@ def test_port_in_use_is_named(stack: Settings, tmp_path_factory: pytest.TempPath
             pg_port=pg,
             kafka_controller_port=controller,
             connect_port=connect,
+            registry_port=registry,
         )
         with pytest.raises(StackError) as err:
             Stack(other).up(echo=lambda _: None)

@@ -204,6 +204,20 @@ def test_unknown_schema_id_is_a_dead_letter() -> None:
     assert "schema id 10 is not known" in batch.dead_letters[0].error
 
 
+def test_a_key_that_cannot_be_read_is_named_in_the_dead_letter(registry: SchemaRegistry) -> None:
+    records = [r for r in _avro_fixture() if r.topic == "lab.lab.everything" and r.value]
+    good = records[0]
+    broken = [
+        RawRecord(good.topic, good.partition, good.offset, b"\x00\x00", good.value),
+        RawRecord(good.topic, good.partition, good.offset + 1, b"{not a key", good.value),
+    ]
+    batch = Decoder(registry).decode(broken)
+    assert [d.error for d in batch.dead_letters] == [
+        "the key cannot be read: the message is not Confluent-framed Avro (byte 0, 4-byte id)"
+    ] * 2
+    assert [d.key for d in batch.dead_letters] == [b"\x00\x00", b"{not a key"]
+
+
 def test_without_a_registry_avro_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     """format=json (the default): no registry, every message is read as JSON, so an
     Avro message is a dead letter as malformed JSON, and nothing is fetched."""

@@ -84,6 +84,13 @@ class Registry:
             f"-Dquarkus.http.port={self.port}",
             # Keep the schemas (and so their ids) across restarts of the registry.
             f"-Dquarkus.datasource.jdbc.url=jdbc:h2:file:{self.root / 'data' / 'registry'}",
+            # Its pool opens 20 connections at start and gives up on one after 5 s: a
+            # restart on a loaded machine (H2 reopening its file) failed so ("Acquisition
+            # timeout while waiting for new connection") and the registry exited. One
+            # local client needs a few connections; wait for them as long as startup may.
+            "-Dquarkus.datasource.jdbc.initial-size=2",
+            "-Dquarkus.datasource.jdbc.min-size=2",
+            "-Dquarkus.datasource.jdbc.acquisition-timeout=PT120S",
             "-jar",
             str(runner),
         ]

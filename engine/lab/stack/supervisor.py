@@ -280,7 +280,7 @@ class Stack:
             "state": st["connector"]["state"] if st else "NOT REGISTERED",
             "tasks": [
                 {"id": t["id"], "state": t["state"]}
-                | ({"trace": _first_line(t["trace"])} if t.get("trace") else {})
+                | ({"trace": trace_summary(t["trace"])} if t.get("trace") else {})
                 for t in tasks
             ],
         }
@@ -301,6 +301,18 @@ def _answers(comp: Component) -> bool:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+def trace_summary(trace: str) -> str:
+    """A Connect trace's first line and, when it has one, its root cause (the last
+    "Caused by:" line): the first line of a failed task's trace is often only Connect's
+    "Tolerance exceeded in error handler", the reason (say the schema registry refusing
+    an incompatible schema) is in its causes."""
+    first = _first_line(trace)
+    causes = [line.strip() for line in trace.splitlines() if line.startswith("Caused by:")]
+    if not causes:
+        return first
+    return f"{first}; {causes[-1][:300]}"
 
 
 _PLACEHOLDER = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -349,14 +361,14 @@ def _problem(status: dict[str, Any] | None, source: dict[str, Any]) -> str | Non
     if status is None:
         return "not registered"
     if status["connector"]["state"] != "RUNNING":
-        trace = _first_line(status["connector"].get("trace", ""))
+        trace = trace_summary(status["connector"].get("trace", ""))
         return f"connector {status['connector']['state']}" + (f": {trace}" if trace else "")
     tasks = status.get("tasks") or []
     if not tasks:
         return "no task assigned yet"
     for t in tasks:
         if t["state"] != "RUNNING":
-            trace = _first_line(t.get("trace", ""))
+            trace = trace_summary(t.get("trace", ""))
             return f"task {t['id']} {t['state']}" + (f": {trace}" if trace else "")
     if not source["answers"]:
         return f"its database {source['database']} does not answer: {source['error']}"
