@@ -179,7 +179,7 @@ def ensure_registry(settings: Settings) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         raise StackError("registry", f"Maven fetched no single archive of {artifact} into {tmp}")
     with tarfile.open(archives[0]) as tar:
-        tar.extractall(tmp, filter="data")
+        _extract(tar, tmp, artifact)
     archives[0].unlink()
     # The archive may hold the app in a folder of its own: lift it up.
     runner = next(tmp.rglob(f"apicurio-registry-app-{version}-runner.jar"), None)
@@ -193,6 +193,20 @@ def ensure_registry(settings: Settings) -> bool:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return True
+
+
+def _extract(tar: tarfile.TarFile, into: Path, what: str) -> None:
+    """Unpack with the "data" filter; on a Python without extraction filters (before
+    3.11.4, e.g. Debian 12's 3.11.2) only regular files and folders inside `into`."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(into, filter="data")
+        return
+    members = tar.getmembers()
+    for m in members:
+        if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+            shutil.rmtree(into, ignore_errors=True)
+            raise StackError("registry", f"{what}: refusing to unpack {m.name!r}")
+    tar.extractall(into, members=members)  # every member checked above
 
 
 def _mvn(settings: Settings, args: list[str], *, what: str, cleanup: Path) -> None:
