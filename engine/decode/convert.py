@@ -93,13 +93,9 @@ def convert(raw: pl.Series, spec: ColumnSpec) -> Converted:
 def placeholder_mask(raw: pl.Series, spec: ColumnSpec) -> pl.Series | None:
     """Rows whose raw value is Debezium's TOAST placeholder (None: the type cannot carry one)."""
     dtype = raw.dtype
-    if dtype == pl.String():
-        target = TOAST_PLACEHOLDER_B64 if spec.kind == "bytes" else TOAST_PLACEHOLDER
-        return (raw == target).fill_null(False)
-    if isinstance(dtype, pl.List) and dtype.inner == pl.String():
-        assert spec.element is not None
-        target = TOAST_PLACEHOLDER_B64 if spec.element.kind == "bytes" else TOAST_PLACEHOLDER
-        return ((raw.list.len() == 1) & (raw.list.first() == target)).fill_null(False)
+    expr = _placeholder_expr(spec.name, spec, dtype)
+    if expr is not None:
+        return raw.to_frame(spec.name).select(expr).to_series().alias(raw.name)
     if isinstance(dtype, pl.List) and dtype.inner.is_numeric():
         candidate = raw.list.len() == len(TOAST_PLACEHOLDER.encode())
         if not candidate.any():
@@ -264,7 +260,7 @@ def placeholder_masks(raw: pl.DataFrame, specs: Sequence[ColumnSpec]) -> dict[st
     out: dict[str, pl.Series] = {}
     for spec in specs:
         dtype = raw.schema[spec.name]
-        expr = _placeholder_expr(spec, dtype)
+        expr = _placeholder_expr(spec.name, spec, dtype)
         if expr is not None:
             exprs.append(expr.alias(spec.name))
         elif isinstance(dtype, pl.List) and dtype.inner.is_numeric():
@@ -280,8 +276,10 @@ def placeholder_masks(raw: pl.DataFrame, specs: Sequence[ColumnSpec]) -> dict[st
     return out
 
 
-def _placeholder_expr(spec: ColumnSpec, dtype: pl.DataType) -> pl.Expr | None:
-    column = pl.col(spec.name)
+def _placeholder_expr(name: str, spec: ColumnSpec, dtype: pl.DataType) -> pl.Expr | None:
+    """Whether column `name` holds the placeholder, for the dtypes an expression checks
+    (text, a list of text); None for the others."""
+    column = pl.col(name)
     if dtype == pl.String():
         target = TOAST_PLACEHOLDER_B64 if spec.kind == "bytes" else TOAST_PLACEHOLDER
         return (column == target).fill_null(False)
