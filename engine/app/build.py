@@ -132,6 +132,7 @@ def engine_runner(
     idle_exit_s: float | None = None,
 ) -> Runner:
     """What `changefold run` runs: the group's members folding into `store`."""
+    from engine.ingest.handover import MergeLimits
     from engine.ingest.runner import Runner
 
     return Runner(
@@ -140,6 +141,8 @@ def engine_runner(
         workers=settings.engine.workers,
         echo=echo,
         idle_exit_s=idle_exit_s,
+        # What arrives while a batch folds is folded next, in one batch (up to the limits).
+        merge=MergeLimits(settings.engine.batch_max_records, settings.engine.batch_max_bytes),
     )
 
 

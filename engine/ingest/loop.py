@@ -8,8 +8,11 @@ every call on the source stays on the poller thread (the caller of `run`).
     folder:  take a batch -> CheckpointedStep.fold (one DuckDB transaction)
 
 Bounds and ordering:
-- The hand-over holds ONE batch: while a batch folds and the next one waits,
-  the poller blocks and stops reading (backpressure). Memory stays at two
+- The hand-over (engine.ingest.handover) holds ONE batch: while a batch folds,
+  the next one waits. With merge limits (`changefold run`) later polls are
+  appended to the waiting batch up to the batch limits, so the folder takes
+  everything that arrived during a fold at once; past the limits (or without
+  them) the poller blocks and stops reading (backpressure). Memory stays at two
   batches plus the client's fetch buffers, whatever the topic size.
 - Checkpoints (Kafka commits) and seeks happen on the poller, after the folder
   committed the batch to DuckDB, in batch order.
@@ -38,7 +41,8 @@ import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-from engine.ingest.source import BatchSource, Key, Polled
+from engine.ingest.handover import Handover, MergeLimits
+from engine.ingest.source import BatchSource, Key
 from engine.ingest.step import CheckpointedStep, Outcome, Refused, rewind_positions
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ class FoldLoop:
         leave: threading.Event | None = None,
         on_outcome: OutcomeHook | None = None,
         on_assigned: AssignedHook | None = None,
+        merge: MergeLimits | None = None,
     ) -> None:
         self.source = source
         self.step = step
@@ -68,7 +73,7 @@ class FoldLoop:
         self.leave = leave or threading.Event()
         self.on_outcome = on_outcome
         self.on_assigned = on_assigned
-        self._handover: queue.Queue[tuple[int, Polled] | None] = queue.Queue(maxsize=1)
+        self._handover = Handover(merge)
         #: Seek epoch: advanced each time refused batches moved the source back.
         self._epoch = 0
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
@@ -104,15 +109,13 @@ class FoldLoop:
                     break
                 if polled.records:
                     self._caught_up = False
-                    self._handover.put((self._epoch, polled))
+                    self._handover.put(self._epoch, polled)
                 else:
                     self._caught_up = (
-                        self._handover.unfinished_tasks == 0
-                        and self._done.empty()
-                        and self.source.caught_up()
+                        self._handover.idle and self._done.empty() and self.source.caught_up()
                     )
         finally:
-            self._handover.put(None)
+            self._handover.close()
             folder.join()
             if self._error is None:
                 self._checkpoint_folded()
@@ -168,12 +171,9 @@ class FoldLoop:
 
     def _fold_loop(self) -> None:
         refused_epoch = -1
-        while True:
-            item = self._handover.get()
+        while (item := self._handover.get()) is not None:
+            epoch, polled = item
             try:
-                if item is None:
-                    return
-                epoch, polled = item
                 if self._error is not None:
                     continue
                 if epoch <= refused_epoch:

@@ -3,9 +3,10 @@
 Each member is a `FoldLoop` (engine.ingest.loop) over a batch source (a Kafka
 group member for `changefold run`, an in-memory one in tests) and a
 `CheckpointedStep` on the shared state writer; the writer's lock serializes
-their DuckDB transactions. Backpressure is the loop's one-batch hand-over:
-when folding falls behind the poller blocks, nobody fetches, and memory stays
-bounded by the batch limits whatever the topic size.
+their DuckDB transactions. Backpressure is the loop's one-batch hand-over
+(engine.ingest.handover): polls that arrive while a batch folds merge into the
+waiting batch up to `merge`'s limits, then the poller blocks, nobody fetches,
+and memory stays bounded by the batch limits whatever the topic size.
 
 SIGINT/SIGTERM set the stop flag: every member finishes the batches in hand,
 checkpoints them, leaves the group, and `run` returns.
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from engine.ingest.handover import MergeLimits
 from engine.ingest.loop import FoldLoop
 from engine.ingest.source import BatchSource, Key, describe
 from engine.ingest.step import CheckpointedStep, Folded, Outcome, Refused
@@ -65,8 +67,10 @@ class Runner:
         workers: int = 1,
         echo: Echo | None = None,
         idle_exit_s: float | None = None,
+        merge: MergeLimits | None = None,
     ) -> None:
         self.writer = writer
+        self.merge = merge
         self.open_source = open_source
         self.workers = workers
         self.echo = echo or (lambda line: log.info("%s", line))
@@ -187,6 +191,7 @@ class Runner:
             leave=self._stop_event(source.name),
             on_outcome=self._outcome,
             on_assigned=self._assigned,
+            merge=self.merge,
         )
         self._loops[source.name] = loop
         try:

@@ -29,6 +29,7 @@ import pytest
 from engine_helpers import STATE_SQL, load_fixture, mirror_rows, rows
 
 from engine.decode.records import RawRecord
+from engine.ingest.handover import MergeLimits
 from engine.ingest.loop import FoldLoop
 from engine.ingest.memory import Crash, MemoryGroup, MemoryLog, MemorySource
 from engine.ingest.source import Key, Polled, Rebalance
@@ -345,6 +346,16 @@ def fold_loop(source: MemorySource, writer: StateWriter, **kwargs: Any) -> FoldL
     return FoldLoop(source, CheckpointedStep(writer, source.name), stop=threading.Event(), **kwargs)
 
 
+#: The loop handing batches over as polled, and merging polls that wait (as `run` does).
+MERGING = pytest.mark.parametrize(
+    "merge", [None, MergeLimits(max_records=100, max_bytes=2**30)], ids=["as-polled", "merged"]
+)
+
+
+def batch_sizes(writer: StateWriter) -> list[int]:
+    return [n for (n,) in rows(writer, "SELECT records FROM _changefold.batches ORDER BY batch_id")]
+
+
 # -- 1. the state is a function of the history -------------------------------------------
 
 
@@ -463,7 +474,10 @@ def bank_log(count: int) -> MemoryLog:
     return log
 
 
-def test_a_batch_polled_behind_a_refused_one_does_not_skip_records() -> None:
+@MERGING
+def test_a_batch_polled_behind_a_refused_one_does_not_skip_records(
+    merge: MergeLimits | None,
+) -> None:
     log = bank_log(60)
     a, c = ("bank.bank.transactions", 0), ("bank.bank.transactions", 1)
     # 1: a[0:3]; 2: a[0:3] again with c[0:3] (refused: a is folded past 0);
@@ -475,7 +489,9 @@ def test_a_batch_polled_behind_a_refused_one_does_not_skip_records() -> None:
         assert source.polled[3].wait(WAIT_S)
 
     writer.add_observer(fold_thread_observer("scripted", first_batch_waits))
-    loop = FoldLoop(source, CheckpointedStep(writer, "scripted"), stop=threading.Event())
+    loop = FoldLoop(
+        source, CheckpointedStep(writer, "scripted"), stop=threading.Event(), merge=merge
+    )
     with running(loop.run, "scripted-poll") as out:
         pass
     assert out["result"] is True
@@ -490,7 +506,8 @@ def test_a_batch_polled_behind_a_refused_one_does_not_skip_records() -> None:
     )
 
 
-def test_the_input_ends_only_when_no_refused_batch_moved_back() -> None:
+@MERGING
+def test_the_input_ends_only_when_no_refused_batch_moved_back(merge: MergeLimits | None) -> None:
     a, c = ("bank.bank.transactions", 0), ("bank.bank.transactions", 1)
     bank = bank_records(6)
     log = MemoryLog()
@@ -505,7 +522,9 @@ def test_the_input_ends_only_when_no_refused_batch_moved_back() -> None:
         assert source.polled[3].wait(WAIT_S)
 
     writer.add_observer(fold_thread_observer("scripted", first_batch_waits))
-    loop = FoldLoop(source, CheckpointedStep(writer, "scripted"), stop=threading.Event())
+    loop = FoldLoop(
+        source, CheckpointedStep(writer, "scripted"), stop=threading.Event(), merge=merge
+    )
     with running(loop.run, "scripted-poll") as out:
         pass
     assert source.seeks  # the second batch was refused
@@ -514,7 +533,10 @@ def test_the_input_ends_only_when_no_refused_batch_moved_back() -> None:
     assert_folded_once(writer, log)
 
 
-def test_refused_batches_never_move_the_source_back_past_the_state() -> None:
+@MERGING
+def test_refused_batches_never_move_the_source_back_past_the_state(
+    merge: MergeLimits | None,
+) -> None:
     a = ("bank.bank.transactions", 0)
     log = MemoryLog()
     log.extend(replace(r, partition=0) for r in bank_records(12))
@@ -528,7 +550,9 @@ def test_refused_batches_never_move_the_source_back_past_the_state() -> None:
         assert source.polled[3].wait(WAIT_S)
 
     writer.add_observer(fold_thread_observer("scripted", first_batch_waits))
-    loop = FoldLoop(source, CheckpointedStep(writer, "scripted"), stop=threading.Event())
+    loop = FoldLoop(
+        source, CheckpointedStep(writer, "scripted"), stop=threading.Event(), merge=merge
+    )
     with running(loop.run, "scripted-poll") as out:
         pass
     assert out["result"] is True
@@ -724,6 +748,78 @@ def test_a_slow_fold_bounds_the_batches_in_hand() -> None:
     assert source.checkpoints == source.batches_out == batches_folded(writer)
     assert 8 <= source.batches_out <= 8 + 3
     assert sum(writer.stored_offsets().values()) <= source.batches_out * 5
+    assert source.group.committed == writer.stored_offsets()
+
+
+def test_polls_that_arrive_during_a_fold_are_folded_together() -> None:
+    # Polls of 5 records; each fold takes 10 ms: what the poller reads meanwhile merges
+    # into the waiting batch, up to 40 records, and the state is the same.
+    log = build_log()
+    writer = new_writer()
+    source = MemorySource(MemoryGroup(log), "m1", max_records=5, seed=4)
+    writer.add_observer(fold_thread_observer("m1", lambda conn, batch_id: time.sleep(0.01)))
+    loop = fold_loop(source, writer, merge=MergeLimits(max_records=40, max_bytes=2**30))
+    assert loop.run() is True
+    sizes = batch_sizes(writer)
+    assert max(sizes) > 5, sizes  # polls were merged
+    assert max(sizes) <= 40, sizes
+    assert len(sizes) < source.batches_out
+    assert snapshot(writer) == clean_fold()
+    assert_folded_once(writer, log)
+    assert source.group.committed == end_offsets(log)
+
+
+def test_merging_stops_at_the_byte_limit() -> None:
+    log = build_log()
+    records = [r for k in log.partitions() for r in log.read(k, 0, log.end_offset(k))]
+    largest = max(len(r.value or b"") + len(r.key or b"") for r in records)
+    writer = new_writer()
+    source = MemorySource(MemoryGroup(log), "m1", max_records=1, seed=5)
+    writer.add_observer(fold_thread_observer("m1", lambda conn, batch_id: time.sleep(0.01)))
+    limit = 3 * largest
+    loop = fold_loop(source, writer, merge=MergeLimits(max_records=1000, max_bytes=limit))
+    assert loop.run() is True
+    ((most,),) = rows(writer, "SELECT max(bytes) FROM _changefold.batches")
+    assert most <= limit, (most, limit)
+    assert max(batch_sizes(writer)) > 1
+    assert snapshot(writer) == clean_fold()
+    assert_folded_once(writer, log)
+
+
+def test_a_slow_fold_bounds_the_records_in_hand_when_merging() -> None:
+    # A long log; folding is slow; polls of 5 merge up to 20: the poller never reads
+    # more than the batch folding, the one waiting and its own poll ahead of the state.
+    log = build_log(synthetic=4000)
+    writer = new_writer()
+    source = MemorySource(MemoryGroup(log), "m1", max_records=5, seed=1)
+    ahead: list[int] = []
+
+    def slow(conn: duckdb.DuckDBPyConnection, batch_id: int) -> None:
+        time.sleep(0.02)
+
+    writer.add_observer(fold_thread_observer("m1", slow))
+    stop = threading.Event()
+
+    def on_outcome(src: Any, outcome: Outcome, commit_ms: float) -> None:
+        # On the poller: what it handed out beyond what the state holds.
+        ahead.append(sum(source.positions.values()) - sum(writer.stored_offsets().values()))
+        if len(ahead) >= 8:
+            stop.set()
+
+    loop = FoldLoop(
+        source,
+        CheckpointedStep(writer, "m1"),
+        stop=stop,
+        on_outcome=on_outcome,
+        merge=MergeLimits(max_records=20, max_bytes=2**30),
+    )
+    with running(loop.run, "m1-poll") as out:
+        pass
+    assert out["result"] is False  # stopped, not ended
+    assert max(batch_sizes(writer)) == 20  # the poller filled the waiting batch
+    # Folding (<= 20), waiting (<= 20) and the poll in hand (5): never more.
+    assert max(ahead) <= 45, ahead
+    assert sum(source.positions.values()) == sum(writer.stored_offsets().values())
     assert source.group.committed == writer.stored_offsets()
 
 

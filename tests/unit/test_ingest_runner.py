@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -36,6 +37,7 @@ from test_ingest_loop import (
     wait_until,
 )
 
+from engine.ingest.handover import MergeLimits
 from engine.ingest.memory import Crash, MemoryGroup, MemoryLog, MemorySource
 from engine.ingest.runner import Runner
 from engine.ingest.source import Polled, Rebalance, describe
@@ -104,6 +106,26 @@ def test_redelivered_batches_are_refused_as_stale() -> None:
     assert stats.stale_batches == source.batches_out - stats.batches
     assert source.checkpoints == stats.batches == batches_folded(writer)
     # Every record was folded once: duplicates changed nothing.
+    assert stats.records == log_size(log) == 60
+    assert_folded_once(writer, log)
+    assert snapshot(writer) == fold_in_one_batch(records)
+    assert members.group.committed == end_offsets(log)
+
+
+def test_redeliveries_with_merging_hand_over_fold_every_record_once() -> None:
+    # As `run` does: polls merge while a (slow) fold runs; every second poll is a
+    # redelivery, which must never be merged behind the batch it repeats.
+    log = MemoryLog()
+    records = [replace(r, partition=0) for r in bank_records(60)]
+    log.extend(records)
+    log.end()
+    writer = new_writer()
+    writer.add_observer(fold_thread_observer("member-1", lambda conn, batch_id: time.sleep(0.01)))
+    members = Members(MemoryGroup(log), max_records=5, seed=4, redeliver_every=2)
+    runner = Runner(writer, members, merge=MergeLimits(max_records=30, max_bytes=2**30))
+    stats = runner.run()
+
+    assert stats.stale_batches > 0
     assert stats.records == log_size(log) == 60
     assert_folded_once(writer, log)
     assert snapshot(writer) == fold_in_one_batch(records)
