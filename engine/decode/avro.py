@@ -193,15 +193,19 @@ class Schema:
         connect = _connect_schema(avro, named, namespace="")
         self.connect_json: bytes = json.dumps(connect, separators=(",", ":")).encode()
 
-    def read(self, data: bytes) -> Any:
-        """The message's Avro value as Connect JSON would carry it."""
+    def value(self, data: bytes) -> Any:
+        """The message's Avro value as fastavro reads it (logical types off: a Decimal
+        is its unscaled bytes, a Date/Time/Timestamp its number; bytes are bytes)."""
         try:
-            value = fastavro.schemaless_reader(io.BytesIO(data[5:]), self.parsed, None)
+            return fastavro.schemaless_reader(io.BytesIO(data[5:]), self.parsed, None)
         except (EOFError, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
             raise MalformedEnvelope(
                 f"the Avro value cannot be read with schema id {self.id}: {exc!r}"
             ) from None
-        return _jsonable(value)
+
+    def read(self, data: bytes) -> Any:
+        """The message's Avro value as Connect JSON would carry it (bytes as base64)."""
+        return _jsonable(self.value(data))
 
 
 def _without_logical(schema: Any) -> Any:
@@ -348,6 +352,12 @@ class AvroSplitter:
         payload = json.dumps(schema.read(data), separators=(",", ":"), ensure_ascii=False)
         return schema.connect_json, payload.encode()
 
+    def read(self, data: bytes) -> tuple[Schema, Any]:
+        """(the message's writer schema, its value as fastavro reads it), for the
+        decoder's direct path (engine.decode.avro_columns builds the columns from it)."""
+        schema = _registry(self.registry).schema(schema_id(data))
+        return schema, schema.value(data)
+
 
 def read(data: bytes, registry: SchemaRegistry | None = None) -> Any:
     """One Avro message's value as Connect JSON would carry it (bytes as base64)."""
@@ -368,10 +378,12 @@ def txn_block(data: bytes, registry: SchemaRegistry | None = None) -> Any:
     engine.decode.txmeta.event_txn; None also for a message that cannot be read (as
     the JSON path's parse fallback does)."""
     try:
-        value = read(data, registry)
+        schema = _registry(registry or default_registry()).schema(schema_id(data))
+        value = schema.value(data)
     except MalformedEnvelope:
         return None
-    return value.get("transaction") if isinstance(value, dict) else None
+    # Only the block is put in Connect JSON's form (the row images are not looked at).
+    return _jsonable(value.get("transaction")) if isinstance(value, dict) else None
 
 
 def marker_fields(data: bytes, registry: SchemaRegistry | None = None) -> dict[str, Any]:

@@ -8,8 +8,10 @@ its topic (engine.decode.violations), becomes a `DeadLetter` with the reason;
 the rest of the batch is unaffected.
 
 Confluent-framed Avro messages (format=avro; told apart by their first byte, 0,
-where a JSON message has "{") are turned into the same schema and payload bytes by
-engine.decode.avro.AvroSplitter, and decoded from there on as JSON messages are.
+where a JSON message has "{") are read with their writer's schema
+(engine.decode.avro) and grouped by the Connect schema rebuilt from it; a group's
+payload columns are built from the Avro values (engine.decode.avro_columns) in the
+form the bulk JSON parse gives, and decoded from there on as JSON messages are.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import polars as pl
 
 from engine.core.errors import DecodeError
 from engine.core.positions import PartitionProgress
-from engine.decode import bulkjson, violations
-from engine.decode.avro import MAGIC_BYTE, AvroSplitter, SchemaRegistry
+from engine.decode import avro_columns, bulkjson, violations
+from engine.decode.avro import MAGIC_BYTE, AvroSplitter, Schema, SchemaRegistry
 from engine.decode.convert import convert, convert_columns, placeholder_masks
 from engine.decode.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
 from engine.decode.logical import fingerprint, raw_dtype
@@ -65,16 +67,19 @@ _NO_KEY = (
 
 @dataclass
 class _Group:
-    """Messages of one topic that share their value and key schema bytes."""
+    """Messages of one topic that share their value and key schema bytes (and format)."""
 
     topic: str
     value_schema: bytes | None
     key_schema: bytes | None
+    #: Avro messages read directly: `values` / `keys` hold the values fastavro read
+    #: (envelope and key records), not JSON payload bytes.
+    avro: bool = False
     index: list[int] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)
-    keys: list[bytes | None] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,15 @@ class _GroupResult:
 class Decoder:
     """Decodes batches; remembers parsed schemas between batches (nothing else)."""
 
-    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+    def __init__(self, registry: SchemaRegistry | None = None, *, avro_direct: bool = True) -> None:
         """`registry`: where Avro messages' schemas are read (None: the process's,
-        engine.decode.avro.default_registry, asked only when an Avro message comes)."""
+        engine.decode.avro.default_registry, asked only when an Avro message comes).
+
+        `avro_direct=False` decodes Avro messages the former way, rebuilt as Connect
+        JSON messages (AvroSplitter) and parsed as JSON: the reference the direct path
+        is compared with in tests and benchmarks."""
         self._avro = AvroSplitter(registry)
+        self._avro_direct = avro_direct
         self._schemas = SchemaCache()
         self._splitters: dict[str, Splitter] = {}
         self._key_splitters: dict[str, Splitter] = {}
@@ -101,6 +111,13 @@ class Decoder:
         named as the key in the dead letter's reason."""
         try:
             return self._avro.split(key)
+        except MalformedEnvelope as exc:
+            raise MalformedEnvelope(f"the key cannot be read: {exc}") from None
+
+    def _avro_key_value(self, key: bytes) -> tuple[Schema, Any]:
+        """An Avro message's key read as its value is (see `_avro_key`)."""
+        try:
+            return self._avro.read(key)
         except MalformedEnvelope as exc:
             raise MalformedEnvelope(f"the key cannot be read: {exc}") from None
 
@@ -123,8 +140,9 @@ class Decoder:
         # Avro is read only when a registry is set (format=avro): a JSON stack's
         # message that starts with a 0 byte stays what it is, malformed JSON.
         avro = self._avro.registry is not None
+        direct = self._avro_direct
         progress: dict[tuple[str, int], list[int]] = {}
-        groups: dict[tuple[str, bytes | None, bytes | None], _Group] = {}
+        groups: dict[tuple[str, bytes | None, bytes | None, bool], _Group] = {}
         dead: list[DeadLetter] = []
         tombstones = skipped = nbytes = 0
 
@@ -162,8 +180,22 @@ class Decoder:
                     dead.append(_dead(rec, _UNKNOWN_TOPIC.format(topic=topic)))
                 continue
             key = rec.key
+            is_avro = False
+            value_schema: bytes | None
+            key_schema: bytes | None
+            payload: Any
+            key_payload: Any
             try:
-                if avro and value[:1] == MAGIC_BYTE:
+                if avro and value[:1] == MAGIC_BYTE and direct:
+                    is_avro = True
+                    schema, payload = self._avro.read(value)
+                    value_schema = schema.connect_json
+                    if key is None:
+                        key_schema = key_payload = None
+                    else:
+                        read_key, key_payload = self._avro_key_value(key)
+                        key_schema = read_key.connect_json
+                elif avro and value[:1] == MAGIC_BYTE:
                     value_schema, payload = self._avro.split(value)
                     key_schema, key_payload = (None, None) if key is None else self._avro_key(key)
                 else:
@@ -174,10 +206,10 @@ class Decoder:
             except MalformedEnvelope as exc:
                 dead.append(_dead(rec, str(exc)))
                 continue
-            gkey = (topic, value_schema, key_schema)
+            gkey = (topic, value_schema, key_schema, is_avro)
             group = groups.get(gkey)
             if group is None:
-                group = groups[gkey] = _Group(topic, value_schema, key_schema)
+                group = groups[gkey] = _Group(topic, value_schema, key_schema, is_avro)
             group.index.append(i)
             group.partitions.append(partition)
             group.offsets.append(offset)
@@ -186,7 +218,7 @@ class Decoder:
 
         # A truncate has no key; its group borrows the key schema of its table's other events.
         key_schemas: dict[str, bytes] = {}
-        for topic, _value_schema, key_schema in groups:
+        for topic, _value_schema, key_schema, _avro in groups:
             if key_schema is not None:
                 key_schemas.setdefault(topic, key_schema)
         by_topic: dict[str, list[_GroupResult]] = {}
@@ -242,23 +274,39 @@ class Decoder:
             "source": _SOURCE,
             "after": value_row.struct,
         }
-        # Only an embedded schema says which columns are optional and which exist.
+        # Only an embedded schema says which columns are optional and which exist. The
+        # writer's schema of an Avro message already holds its rows to it: no undeclared
+        # field, no null where the field is not a union with null.
         shape = value_row.shape if group.value_schema is not None else None
-        if shape is not None:
+        if shape is not None and not group.avro:
             before_type = violations.before_struct(value_row)
             if before_type is not None:
                 payload_schema["before"] = before_type
             if shape.exact:
                 for name, _keys, probe, dtype in shape.optional:
                     payload_schema.setdefault(name, pl.Struct({probe: dtype}))
-        payloads, errors = bulkjson.parse_lines(group.values, payload_schema)
+        if group.avro:
+            payloads, errors = avro_columns.isolated(
+                lambda rows: avro_columns.payload_frame(rows, value_row.columns),
+                group.values,
+                _avro_misfit,
+            )
+        else:
+            payloads, errors = bulkjson.parse_lines(group.values, payload_schema)
         reasons.update(errors)
 
         key_lines = [k for k in group.keys if k is not None]
         key_frame: pl.DataFrame | None = None
         key_present = np.fromiter((k is not None for k in group.keys), dtype=bool, count=n)
         if key_row.columns and key_lines:
-            parsed, key_errors = bulkjson.parse_lines(key_lines, _struct_schema(key_row.struct))
+            if group.avro:
+                parsed, key_errors = avro_columns.isolated(
+                    lambda rows: avro_columns.key_frame(rows, key_row.columns),
+                    key_lines,
+                    _avro_misfit,
+                )
+            else:
+                parsed, key_errors = bulkjson.parse_lines(key_lines, _struct_schema(key_row.struct))
             positions = np.flatnonzero(key_present)
             for j, reason in key_errors.items():
                 reasons.setdefault(int(positions[j]), f"the key cannot be read: {reason}")
@@ -298,7 +346,7 @@ class Decoder:
         source = payloads.get_column("source")
         for j, reason in violations.routing(group.topic, source).items():
             reasons.setdefault(j, reason)
-        if shape is not None:
+        if shape is not None and not group.avro:
             _check_rows(group, value_row, shape, payloads, row_op & ~after_null, reasons)
 
         key_names = {c.name for c in key_row.columns}
@@ -508,6 +556,10 @@ def _cannot(spec: ColumnSpec, raw: pl.Series, j: int, what: str) -> str:
     if len(value) > 80:
         value = value[:77] + "..."
     return f"{what} {spec.name!r}: cannot convert {value} to {spec.duck_type}"
+
+
+def _avro_misfit(exc: Exception) -> str:
+    return f"the Avro value does not fit the columns of its schema: {avro_columns.first_line(exc)}"
 
 
 def _dead(rec: RecordLike, reason: str) -> DeadLetter:
