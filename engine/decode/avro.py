@@ -29,6 +29,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from functools import cached_property
 from typing import Any
 
 import fastavro
@@ -193,6 +194,14 @@ class Schema:
         connect = _connect_schema(avro, named, namespace="")
         self.connect_json: bytes = json.dumps(connect, separators=(",", ":")).encode()
 
+    @cached_property
+    def block_schema(self) -> str:
+        """The schema that many values of this one are read with at once
+        (engine.decode.avro_block)."""
+        from engine.decode.avro_block import block_schema
+
+        return block_schema(self.avro)
+
     def value(self, data: bytes) -> Any:
         """The message's Avro value as fastavro reads it (logical types off: a Decimal
         is its unscaled bytes, a Date/Time/Timestamp its number; bytes are bytes)."""
@@ -352,10 +361,14 @@ class AvroSplitter:
         payload = json.dumps(schema.read(data), separators=(",", ":"), ensure_ascii=False)
         return schema.connect_json, payload.encode()
 
+    def schema(self, data: bytes) -> Schema:
+        """The writer schema of a message (UnknownSchema: a dead letter)."""
+        return _registry(self.registry).schema(schema_id(data))
+
     def read(self, data: bytes) -> tuple[Schema, Any]:
         """(the message's writer schema, its value as fastavro reads it), for the
         decoder's direct path (engine.decode.avro_columns builds the columns from it)."""
-        schema = _registry(self.registry).schema(schema_id(data))
+        schema = self.schema(data)
         return schema, schema.value(data)
 
 

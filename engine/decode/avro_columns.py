@@ -112,18 +112,21 @@ def _rebuilt(expr: pl.Expr, fields: Sequence[tuple[str, ColumnSpec | str | None]
     return pl.when(expr.is_null()).then(None).otherwise(pl.struct(parts))
 
 
-def row_column(
-    name: str, rows: Rows, columns: Sequence[ColumnSpec], dtype: pl.DataType | None = None
-) -> pl.Series:
+def row_column(name: str, rows: Rows, columns: Sequence[ColumnSpec]) -> pl.Series:
     """One row struct per record (`rows`: the Avro row records, None where there is no
     row), typed as the JSON path parses it: `raw_dtype`s, bytes as base64 text."""
-    native = native_row(columns)
-    series = pl.Series(name, rows, dtype=native)
-    wanted = {f.name for f in native.fields}
+    return _in_json_form(pl.Series(name, rows, dtype=native_row(columns)), columns)
+
+
+def _in_json_form(series: pl.Series, columns: Sequence[ColumnSpec]) -> pl.Series:
+    """A row struct built as `native_row(columns)` in the JSON parse's form."""
+    dtype = series.dtype
+    assert isinstance(dtype, pl.Struct)
+    wanted = {f.name for f in dtype.fields}
     changed = [c for c in columns if c.name in wanted and _has_bytes(c)]
     if not changed:
         return series
-    col = pl.col(name)
+    col = pl.col(series.name)
     return (
         series.to_frame()
         .select(
@@ -189,3 +192,72 @@ def _build_range(
 def first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# -- from a block read (engine.decode.avro_block) ---------------------------------------
+
+
+def block_payload_frame(values: pl.Series, after: Sequence[ColumnSpec]) -> pl.DataFrame:
+    """`payload_frame` from the envelopes as one struct Series, as polars' Avro reader
+    gives them (Avro's own widths: Int32, Float32, enums): the same columns and values."""
+    dtype = values.dtype
+    assert isinstance(dtype, pl.Struct)
+    fields = {f.name: f.dtype for f in dtype.fields}
+    env = pl.col("envelope")
+
+    def top(name: str, target: pl.DataType) -> pl.Expr:
+        if name not in fields:
+            return pl.lit(None, dtype=target).alias(name)
+        return env.struct.field(name).cast(target).alias(name)
+
+    source = fields.get("source")
+    if isinstance(source, pl.Struct):
+        source_expr = _struct_of(
+            env.struct.field("source"), {f.name for f in source.fields}, SOURCE
+        ).alias("source")
+    else:
+        source_expr = pl.lit(None, dtype=SOURCE).alias("source")
+    after_row = native_row(after)
+    after_type = fields.get("after")
+    if isinstance(after_type, pl.Struct):
+        after_expr = _struct_of(
+            env.struct.field("after"), {f.name for f in after_type.fields}, after_row
+        ).alias("after")
+    else:
+        after_expr = pl.lit(None, dtype=after_row).alias("after")
+    frame = (
+        values.alias("envelope")
+        .to_frame()
+        .select(top("op", pl.String()), top("ts_ms", pl.Int64()), source_expr, after_expr)
+    )
+    return frame.with_columns(_in_json_form(frame.get_column("after"), after))
+
+
+def block_key_frame(keys: pl.Series, columns: Sequence[ColumnSpec]) -> pl.DataFrame:
+    """`key_frame` from the keys as one struct Series, as polars' Avro reader gives them."""
+    dtype = keys.dtype
+    assert isinstance(dtype, pl.Struct)
+    native = native_row(columns)
+    typed = (
+        keys.alias("key")
+        .to_frame()
+        .select(_struct_of(pl.col("key"), {f.name for f in dtype.fields}, native).alias("key"))
+        .to_series()
+    )
+    return _in_json_form(typed, columns).struct.unnest()
+
+
+def _struct_of(expr: pl.Expr, present: set[str], target: pl.Struct) -> pl.Expr:
+    """The struct `expr` with the fields of `target`, each cast to its type (a field the
+    value lacks: null, as the JSON parse gives it); null where `expr` is."""
+    parts = [
+        (
+            expr.struct.field(f.name).cast(f.dtype)
+            if f.name in present
+            else pl.lit(None, dtype=f.dtype)
+        ).alias(f.name)
+        for f in target.fields
+    ]
+    if not parts:
+        raise ValueError("a row without columns the decoder reads")
+    return pl.when(expr.is_null()).then(None).otherwise(pl.struct(parts))

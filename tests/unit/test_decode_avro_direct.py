@@ -13,14 +13,15 @@ Two sources of the same events in both formats:
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import polars as pl
 import pytest
 from engine_helpers import load_fixture
 from test_decode_avro import _avro_fixture, _schemas
 
-from engine.decode import avro_columns, bulkjson
-from engine.decode.avro import AvroSplitter, SchemaRegistry
+from engine.decode import avro_block, avro_columns, bulkjson
+from engine.decode.avro import AvroSplitter, Schema, SchemaRegistry
 from engine.decode.decoder import Decoder
 from engine.decode.records import DecodedBatch, RawRecord
 from engine.decode.schemas import SchemaCache
@@ -151,3 +152,63 @@ def test_a_bad_avro_message_is_a_dead_letter_and_the_rest_survives() -> None:
     for d in direct.dead_letters:
         assert d.topic == "lab.lab.everything"
         assert (d.key, d.value) == (at[d.partition, d.offset].key, at[d.partition, d.offset].value)
+
+
+def _no_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(self: Schema, data: bytes) -> Any:
+        raise AssertionError("read one by one")
+
+    monkeypatch.setattr(Schema, "value", refused)
+
+
+@pytest.mark.parametrize("name", ["lab_precise", "lab_double", "lab_string"])
+def test_good_groups_are_read_all_at_once(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No message of the captures (every column type) needs the one-by-one read."""
+    avro_records, registry = as_avro(load_fixture(name))
+    expected = Decoder(registry, avro_direct=False).decode(avro_records)
+    _no_one_by_one(monkeypatch)
+    assert_same(Decoder(registry).decode(avro_records), expected)
+
+
+def test_captured_avro_is_read_all_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = SchemaRegistry.of(_schemas())
+    expected = Decoder(registry, avro_direct=False).decode(_avro_fixture())
+    _no_one_by_one(monkeypatch)
+    assert_same(Decoder(registry).decode(_avro_fixture()), expected)
+
+
+def test_one_schema_under_two_ids_decodes_as_one_version() -> None:
+    """The same Connect schema from two schema ids: one group, read one by one."""
+    schemas = _schemas()
+    records = [r for r in _avro_fixture() if r.topic == "lab.lab.everything" and r.value]
+    assert all(r.value is not None and r.value[1:5] == (10).to_bytes(4, "big") for r in records[:4])
+    registry = SchemaRegistry.of({**schemas, 99: schemas[10]})
+    renamed = [
+        RawRecord(
+            r.topic, r.partition, r.offset, r.key, b"\x00" + (99).to_bytes(4, "big") + r.value[5:]
+        )
+        if k % 2 and r.value is not None
+        else r
+        for k, r in enumerate(records[:4])
+    ]
+    batch = Decoder(registry).decode(renamed)
+    assert_same(batch, Decoder(registry).decode(records[:4]))
+    assert len(batch.tables[0].versions) == 1
+
+
+def test_block_read_refuses_values_not_read_on_their_own_bytes() -> None:
+    registry = SchemaRegistry.of(_schemas())
+    bodies = [
+        r.value[5:]
+        for r in _avro_fixture()
+        if r.value is not None and r.value[1:5] == (10).to_bytes(4, "big")
+    ]
+    text = registry.schema(10).block_schema
+    whole = avro_block.read(text, bodies)
+    assert whole is not None and whole.len() == len(bodies)
+    longer = [*bodies[:2], bodies[2] + b"\x02", *bodies[3:]]
+    shorter = [*bodies[:2], bodies[2][:-3], *bodies[3:]]
+    swapped = [*bodies[:2], bodies[2][::-1], *bodies[3:]]
+    for broken in (longer, shorter, swapped, [b""]):
+        assert avro_block.read(text, broken) is None
+    assert avro_block.read(text, []) is None
