@@ -9,8 +9,11 @@ them in batches of --batch records, in turn:
   json    the JSON messages (the engine's format=json path);
   splitter  the Avro messages rebuilt as Connect JSON and parsed as JSON (the former
           Avro path: `Decoder(avro_direct=False)`);
-  direct  the Avro messages read with fastavro and their columns built from the Avro
-          values (engine.decode.avro_columns).
+  direct  the Avro messages read a group at once (engine.decode.avro_block) and their
+          columns built from the Avro values (engine.decode.avro_columns);
+  one-by-one  the direct path with the group read one message at a time with fastavro
+          (what a group that cannot be read at once costs, e.g. one with a malformed
+          message).
 
     .venv/bin/python benchmarks/bench_avro_decode.py [--events 30000] [--batch 2000]
         [--rounds 5]
@@ -18,18 +21,21 @@ them in batches of --batch records, in turn:
 CPU time is the process's (time.process_time), each mode with a fresh Decoder (its
 schema caches warmed by one untimed batch); the modes alternate within each round,
 so a noisy machine hits them alike. Printed: per mode the median CPU us per record
-over the rounds, and the median of the per-round ratios. Also the per-record cost of
-reading alone (AvroSplitter.split against AvroSplitter.read). No servers involved.
+over the rounds, and the median of the per-round ratios. Also the cost per value of
+reading alone: AvroSplitter.split (read + rebuilt as JSON), fastavro's read, the block
+read. No servers involved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+from engine.decode import avro_block, decoder
 from engine.decode.avro import AvroSplitter, SchemaRegistry
 from engine.decode.decoder import Decoder
 from engine.decode.records import RawRecord
@@ -37,7 +43,7 @@ from engine.lab.avrowire import AvroEncoder
 from engine.lab.synthetic import BankTransactions
 
 TOPIC = "benchavro.bank.transactions"
-MODES = ("json", "splitter", "direct")
+MODES = ("json", "splitter", "direct", "one-by-one")
 
 
 def records(events: int) -> tuple[list[RawRecord], list[RawRecord], SchemaRegistry]:
@@ -61,7 +67,21 @@ def records(events: int) -> tuple[list[RawRecord], list[RawRecord], SchemaRegist
 def _decoder(mode: str, registry: SchemaRegistry) -> Decoder:
     if mode == "json":
         return Decoder(registry)
-    return Decoder(registry, avro_direct=mode == "direct")
+    return Decoder(registry, avro_direct=mode != "splitter")
+
+
+@contextlib.contextmanager
+def _mode(mode: str) -> Iterator[None]:
+    """one-by-one: the decoder's read of a whole group refused, as for a bad message."""
+    if mode != "one-by-one":
+        yield
+        return
+    whole = decoder._avro_block_columns
+    decoder._avro_block_columns = lambda *_args: None
+    try:
+        yield
+    finally:
+        decoder._avro_block_columns = whole
 
 
 def decode_cpu_us(decoder: Decoder, batches: Sequence[Sequence[RawRecord]], total: int) -> float:
@@ -89,10 +109,13 @@ def main() -> None:
     args = parser.parse_args()
 
     as_json, as_avro, registry = records(args.events)
-    inputs = {"json": as_json, "splitter": as_avro, "direct": as_avro}
+    inputs = {m: as_json if m == "json" else as_avro for m in MODES}
     total = len(as_json)
     # The same events check out alike before anything is timed.
-    decoded = {m: _decoder(m, registry).decode(inputs[m]) for m in MODES}
+    decoded = {}
+    for m in MODES:
+        with _mode(m):
+            decoded[m] = _decoder(m, registry).decode(inputs[m])
     for m in MODES:
         assert not decoded[m].dead_letters, (m, decoded[m].dead_letters[:1])
         assert decoded[m].tables[0].frame.equals(decoded["json"].tables[0].frame), m
@@ -103,7 +126,8 @@ def main() -> None:
         for m in order:
             data = inputs[m]
             batches = [data[i : i + args.batch] for i in range(0, total, args.batch)]
-            per_mode[m].append(decode_cpu_us(_decoder(m, registry), batches, total))
+            with _mode(m):
+                per_mode[m].append(decode_cpu_us(_decoder(m, registry), batches, total))
         print(
             f"round {r + 1}: "
             + "  ".join(f"{m} {per_mode[m][-1]:.1f}" for m in MODES)
@@ -115,6 +139,13 @@ def main() -> None:
     values = [r.value for r in as_avro if r.value is not None]
     split_us = [read_cpu_us(splitter.split, values) for _ in range(3)]
     read_us = [read_cpu_us(splitter.read, values) for _ in range(3)]
+    text = registry.schema(2).block_schema
+    block_us = []
+    for _ in range(3):
+        start = time.process_time()
+        for i in range(0, len(values), args.batch):
+            avro_block.read(text, [v[5:] for v in values[i : i + args.batch]])
+        block_us.append((time.process_time() - start) * 1e6 / len(values))
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(per_mode[a], per_mode[b], strict=True))
@@ -124,15 +155,17 @@ def main() -> None:
         f"batches of {args.batch:,}, {args.rounds} rounds; CPU us per record (median):"
     )
     for m in MODES:
-        print(f"  {m:<9} {statistics.median(per_mode[m]):7.1f}")
+        print(f"  {m:<10} {statistics.median(per_mode[m]):7.1f}")
     print("ratios (median of the per-round ratios):")
     print(f"  splitter / json    {ratio('splitter', 'json'):.2f}")
     print(f"  direct / json      {ratio('direct', 'json'):.2f}")
     print(f"  direct / splitter  {ratio('direct', 'splitter'):.2f}")
+    print(f"  one-by-one / json  {ratio('one-by-one', 'json'):.2f}")
     print(
         "reading one Avro value (us, median of 3): "
         f"AvroSplitter.split {statistics.median(split_us):.1f}, "
-        f"AvroSplitter.read {statistics.median(read_us):.1f}"
+        f"fastavro {statistics.median(read_us):.1f}, "
+        f"block read {statistics.median(block_us):.1f}"
     )
 
 

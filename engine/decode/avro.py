@@ -1,4 +1,4 @@
-"""Confluent-framed Avro messages (format=avro), read as the JSON path reads its own.
+"""Confluent-framed Avro messages (format=avro): the registry, writer schemas, reads.
 
 A message is `0x00 | 4-byte big-endian schema id | Avro binary`; the writer's schema
 is the registry's, fetched from its Confluent-compatible API once per id
@@ -6,16 +6,20 @@ is the registry's, fetched from its Confluent-compatible API once per id
 the Avro schema (`connect.name`, `connect.parameters`, `connect.type`, ...), so
 the Connect schema can be rebuilt exactly as the JsonConverter embeds it.
 
-`AvroSplitter` therefore turns a message into the same two parts that
-`engine.decode.envelope.Splitter` cuts from a JSON message: the Connect schema as
-JSON bytes (one bytes object per schema id, so grouping by it stays cheap) and the
-payload as JSON bytes. Everything after that (the schema cache, the bulk JSON read,
-the logical types and their DuckDB types, the TOAST placeholder, the checks) is the
-JSON path's own, so both formats give the same columns, types and values.
+The decoder reads a group of Avro messages (one Connect schema) directly: the values
+all at once (engine.decode.avro_block; one by one with `Schema.value` when that cannot
+be), and builds from them the payload columns the JSON path's bulk parse gives
+(engine.decode.avro_columns). Everything after that (the schema cache, the logical
+types and their DuckDB types, the TOAST placeholder, the checks) is the JSON path's
+own, so both formats give the same columns, types and values.
 
-To turn the Avro values into the JSON payload's, the schema is read with its
-`logicalType`s removed: a Decimal is then its unscaled big-endian bytes and a
-Date/Time/Timestamp its number, as in Connect JSON; bytes become base64 text.
+`AvroSplitter.split` turns a message into the two parts that
+`engine.decode.envelope.Splitter` cuts from a JSON message (the Connect schema as JSON
+bytes, one bytes object per schema id, and the payload as JSON bytes): the former path,
+kept as the reference of tests and benchmarks (`Decoder(avro_direct=False)`). To turn
+the Avro values into the JSON payload's, the schema is read with its `logicalType`s
+removed: a Decimal is then its unscaled big-endian bytes and a Date/Time/Timestamp its
+number, as in Connect JSON; bytes become base64 text.
 
 Transaction metadata: `txn_block` and `marker_fields` give what engine.decode.txmeta
 reads from the JSON records.

@@ -3,9 +3,12 @@
 The JSON path reads a group's payloads with one bulk JSON parse (engine.decode.bulkjson)
 into polars columns typed by `engine.decode.logical.raw_dtype`; the shared conversions
 (engine.decode.convert) take them from there. For Avro events the same columns are built
-here from the values fastavro read with the writer's schema, with no JSON in between:
-same names, same dtypes, same values, so everything after (logical types, DuckDB types,
-the TOAST placeholder, the checks) is the JSON path's own.
+here from the Avro values, with no JSON in between: from the frame polars' Avro reader
+gives for a whole group (`block_payload_frame`, `block_key_frame`; see
+engine.decode.avro_block), or from the values fastavro reads one by one
+(`payload_frame`, `key_frame`). Same names, same dtypes, same values, so everything
+after (logical types, DuckDB types, the TOAST placeholder, the checks) is the JSON
+path's own.
 
 One difference of form: where Connect JSON carries base64 text (bytes, a Decimal's
 unscaled value, a VariableScaleDecimal's value), Avro carries the bytes. Those columns

@@ -8,10 +8,11 @@ its topic (engine.decode.violations), becomes a `DeadLetter` with the reason;
 the rest of the batch is unaffected.
 
 Confluent-framed Avro messages (format=avro; told apart by their first byte, 0,
-where a JSON message has "{") are read with their writer's schema
-(engine.decode.avro) and grouped by the Connect schema rebuilt from it; a group's
-payload columns are built from the Avro values (engine.decode.avro_columns) in the
-form the bulk JSON parse gives, and decoded from there on as JSON messages are.
+where a JSON message has "{") are grouped by the Connect schema rebuilt from their
+writer's schema (engine.decode.avro); a group's values are read at once
+(engine.decode.avro_block, one by one when that cannot be), its payload columns built
+from them (engine.decode.avro_columns) in the form the bulk JSON parse gives, and
+decoded from there on as JSON messages are.
 """
 
 from __future__ import annotations
