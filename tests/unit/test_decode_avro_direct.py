@@ -212,3 +212,23 @@ def test_block_read_refuses_values_not_read_on_their_own_bytes() -> None:
     for broken in (longer, shorter, swapped, [b""]):
         assert avro_block.read(text, broken) is None
     assert avro_block.read(text, []) is None
+
+
+def test_transaction_blocks_read_at_once_are_the_ones_read_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The transaction planner reads a batch's Avro events' blocks a schema id at a time:
+    the same (xid, place, LSN) as event_txn of each, a bad message (None) included."""
+    from engine.decode import avro, txmeta
+
+    registry = SchemaRegistry.of(_schemas())
+    monkeypatch.setattr(avro, "_default", registry)
+    monkeypatch.setattr(avro, "_configured", True)
+    values = [
+        r.value for r in _avro_fixture() if r.topic == "lab.lab.everything" and r.value is not None
+    ]
+    values.insert(3, values[3][:30])
+    values.insert(5, b"\x00\x00\x00\x03\xe7" + values[5][5:])
+    alone = [txmeta.event_txn(v) for v in values]
+    assert sum(t is not None for t in alone) >= 3 and alone[3] is None and alone[5] is None
+    assert txmeta.avro_event_txns(values) == alone
