@@ -23,7 +23,9 @@ schema caches warmed by one untimed batch); the modes alternate within each roun
 so a noisy machine hits them alike. Printed: per mode the median CPU us per record
 over the rounds, and the median of the per-round ratios. Also the cost per value of
 reading alone: AvroSplitter.split (read + rebuilt as JSON), fastavro's read, the block
-read. No servers involved.
+read; and per event, the transaction planner's read of the `transaction` block
+(txmeta.event_txn: in place for JSON, a whole Avro read one by one; avro_event_txns: a
+batch at once). No servers involved.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from engine.decode import avro_block, decoder
+from engine.decode import avro, avro_block, decoder, txmeta
 from engine.decode.avro import AvroSplitter, SchemaRegistry
 from engine.decode.decoder import Decoder
 from engine.decode.records import RawRecord
@@ -147,6 +149,18 @@ def main() -> None:
             avro_block.read(text, [v[5:] for v in values[i : i + args.batch]])
         block_us.append((time.process_time() - start) * 1e6 / len(values))
 
+    json_values = [r.value for r in as_json if r.value is not None]
+    avro.use_registry(registry)
+    txn_json = statistics.median(read_cpu_us(txmeta.event_txn, json_values) for _ in range(3))
+    txn_one = statistics.median(read_cpu_us(txmeta.event_txn, values) for _ in range(3))
+    txn_batch = []
+    for _ in range(3):
+        start = time.process_time()
+        for i in range(0, len(values), args.batch):
+            txmeta.avro_event_txns(values[i : i + args.batch])
+        txn_batch.append((time.process_time() - start) * 1e6 / len(values))
+    avro.use_registry(None)
+
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(per_mode[a], per_mode[b], strict=True))
 
@@ -166,6 +180,11 @@ def main() -> None:
         f"AvroSplitter.split {statistics.median(split_us):.1f}, "
         f"fastavro {statistics.median(read_us):.1f}, "
         f"block read {statistics.median(block_us):.1f}"
+    )
+    print(
+        "transaction block per event (us, median of 3): "
+        f"JSON in place {txn_json:.1f}, Avro one by one {txn_one:.1f}, "
+        f"Avro a batch at once {statistics.median(txn_batch):.1f}"
     )
 
 

@@ -144,9 +144,9 @@ def payload_frame(records: Rows, after: Sequence[ColumnSpec]) -> pl.DataFrame:
     the envelopes as fastavro read them): op, ts_ms, source and the after row."""
     return pl.DataFrame(
         [
-            pl.Series("op", [r["op"] for r in records], dtype=pl.String()),
+            pl.Series("op", [r.get("op") for r in records], dtype=pl.String()),
             pl.Series("ts_ms", [r.get("ts_ms") for r in records], dtype=pl.Int64()),
-            pl.Series("source", [r["source"] for r in records], dtype=SOURCE),
+            pl.Series("source", [r.get("source") for r in records], dtype=SOURCE),
             row_column("after", [r.get("after") for r in records], after),
         ]
     )
