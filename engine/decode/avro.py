@@ -1,4 +1,4 @@
-"""Confluent-framed Avro messages (format=avro), read as the JSON path reads its own.
+"""Confluent-framed Avro messages (format=avro): the registry, writer schemas, reads.
 
 A message is `0x00 | 4-byte big-endian schema id | Avro binary`; the writer's schema
 is the registry's, fetched from its Confluent-compatible API once per id
@@ -6,16 +6,20 @@ is the registry's, fetched from its Confluent-compatible API once per id
 the Avro schema (`connect.name`, `connect.parameters`, `connect.type`, ...), so
 the Connect schema can be rebuilt exactly as the JsonConverter embeds it.
 
-`AvroSplitter` therefore turns a message into the same two parts that
-`engine.decode.envelope.Splitter` cuts from a JSON message: the Connect schema as
-JSON bytes (one bytes object per schema id, so grouping by it stays cheap) and the
-payload as JSON bytes. Everything after that (the schema cache, the bulk JSON read,
-the logical types and their DuckDB types, the TOAST placeholder, the checks) is the
-JSON path's own, so both formats give the same columns, types and values.
+The decoder reads a group of Avro messages (one Connect schema) directly: the values
+all at once (engine.decode.avro_block; one by one with `Schema.value` when that cannot
+be), and builds from them the payload columns the JSON path's bulk parse gives
+(engine.decode.avro_columns). Everything after that (the schema cache, the logical
+types and their DuckDB types, the TOAST placeholder, the checks) is the JSON path's
+own, so both formats give the same columns, types and values.
 
-To turn the Avro values into the JSON payload's, the schema is read with its
-`logicalType`s removed: a Decimal is then its unscaled big-endian bytes and a
-Date/Time/Timestamp its number, as in Connect JSON; bytes become base64 text.
+`AvroSplitter.split` turns a message into the two parts that
+`engine.decode.envelope.Splitter` cuts from a JSON message (the Connect schema as JSON
+bytes, one bytes object per schema id, and the payload as JSON bytes): the former path,
+kept as the reference of tests and benchmarks (`Decoder(avro_direct=False)`). To turn
+the Avro values into the JSON payload's, the schema is read with its `logicalType`s
+removed: a Decimal is then its unscaled big-endian bytes and a Date/Time/Timestamp its
+number, as in Connect JSON; bytes become base64 text.
 
 Transaction metadata: `txn_block` and `marker_fields` give what engine.decode.txmeta
 reads from the JSON records.
@@ -28,11 +32,13 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import fastavro
 import httpx
+import polars as pl
 
 from engine.core.errors import ChangefoldError
 from engine.decode.envelope import MalformedEnvelope
@@ -193,15 +199,27 @@ class Schema:
         connect = _connect_schema(avro, named, namespace="")
         self.connect_json: bytes = json.dumps(connect, separators=(",", ":")).encode()
 
-    def read(self, data: bytes) -> Any:
-        """The message's Avro value as Connect JSON would carry it."""
+    @cached_property
+    def block_schema(self) -> str:
+        """The schema that many values of this one are read with at once
+        (engine.decode.avro_block)."""
+        from engine.decode.avro_block import block_schema
+
+        return block_schema(self.avro)
+
+    def value(self, data: bytes) -> Any:
+        """The message's Avro value as fastavro reads it (logical types off: a Decimal
+        is its unscaled bytes, a Date/Time/Timestamp its number; bytes are bytes)."""
         try:
-            value = fastavro.schemaless_reader(io.BytesIO(data[5:]), self.parsed, None)
+            return fastavro.schemaless_reader(io.BytesIO(data[5:]), self.parsed, None)
         except (EOFError, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
             raise MalformedEnvelope(
                 f"the Avro value cannot be read with schema id {self.id}: {exc!r}"
             ) from None
-        return _jsonable(value)
+
+    def read(self, data: bytes) -> Any:
+        """The message's Avro value as Connect JSON would carry it (bytes as base64)."""
+        return _jsonable(self.value(data))
 
 
 def _without_logical(schema: Any) -> Any:
@@ -348,6 +366,16 @@ class AvroSplitter:
         payload = json.dumps(schema.read(data), separators=(",", ":"), ensure_ascii=False)
         return schema.connect_json, payload.encode()
 
+    def schema(self, data: bytes) -> Schema:
+        """The writer schema of a message (UnknownSchema: a dead letter)."""
+        return _registry(self.registry).schema(schema_id(data))
+
+    def read(self, data: bytes) -> tuple[Schema, Any]:
+        """(the message's writer schema, its value as fastavro reads it), for the
+        decoder's direct path (engine.decode.avro_columns builds the columns from it)."""
+        schema = self.schema(data)
+        return schema, schema.value(data)
+
 
 def read(data: bytes, registry: SchemaRegistry | None = None) -> Any:
     """One Avro message's value as Connect JSON would carry it (bytes as base64)."""
@@ -368,10 +396,41 @@ def txn_block(data: bytes, registry: SchemaRegistry | None = None) -> Any:
     engine.decode.txmeta.event_txn; None also for a message that cannot be read (as
     the JSON path's parse fallback does)."""
     try:
-        value = read(data, registry)
+        schema = _registry(registry or default_registry()).schema(schema_id(data))
+        value = schema.value(data)
     except MalformedEnvelope:
         return None
-    return value.get("transaction") if isinstance(value, dict) else None
+    # Only the block is put in Connect JSON's form (the row images are not looked at).
+    return _jsonable(value.get("transaction")) if isinstance(value, dict) else None
+
+
+def txn_blocks(values: Sequence[bytes], registry: SchemaRegistry | None = None) -> list[Any]:
+    """`txn_block` of many Avro data events: each schema id's events read at once
+    (engine.decode.avro_block), one by one where that cannot be."""
+    from engine.decode.avro_block import read as read_block
+
+    reg = registry or default_registry()
+    out: list[Any] = [None] * len(values)
+    by_id: dict[int, list[int]] = {}
+    for j, data in enumerate(values):
+        if len(data) >= 5 and data[0] == MAGIC:
+            by_id.setdefault(int.from_bytes(data[1:5], "big"), []).append(j)
+    for sid, index in by_id.items():
+        try:
+            schema = _registry(reg).schema(sid)
+        except MalformedEnvelope:
+            continue  # no schema: no block, as txn_block says
+        envelopes = read_block(schema.block_schema, [values[j][5:] for j in index])
+        if envelopes is None:
+            for j in index:
+                out[j] = txn_block(values[j], reg)
+            continue
+        dtype = envelopes.dtype
+        if isinstance(dtype, pl.Struct) and "transaction" in {f.name for f in dtype.fields}:
+            blocks = envelopes.struct.field("transaction").to_list()
+            for j, block in zip(index, blocks, strict=True):
+                out[j] = block
+    return out
 
 
 def marker_fields(data: bytes, registry: SchemaRegistry | None = None) -> dict[str, Any]:

@@ -8,8 +8,11 @@ its topic (engine.decode.violations), becomes a `DeadLetter` with the reason;
 the rest of the batch is unaffected.
 
 Confluent-framed Avro messages (format=avro; told apart by their first byte, 0,
-where a JSON message has "{") are turned into the same schema and payload bytes by
-engine.decode.avro.AvroSplitter, and decoded from there on as JSON messages are.
+where a JSON message has "{") are grouped by the Connect schema rebuilt from their
+writer's schema (engine.decode.avro); a group's values are read at once
+(engine.decode.avro_block, one by one when that cannot be), its payload columns built
+from them (engine.decode.avro_columns) in the form the bulk JSON parse gives, and
+decoded from there on as JSON messages are.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import polars as pl
 
 from engine.core.errors import DecodeError
 from engine.core.positions import PartitionProgress
-from engine.decode import bulkjson, violations
-from engine.decode.avro import MAGIC_BYTE, AvroSplitter, SchemaRegistry
+from engine.decode import avro_block, avro_columns, bulkjson, violations
+from engine.decode.avro import MAGIC_BYTE, AvroSplitter, Schema, SchemaRegistry
 from engine.decode.convert import convert, convert_columns, placeholder_masks
 from engine.decode.envelope import MalformedEnvelope, Splitter, mirror_of, topic_kind
 from engine.decode.logical import fingerprint, raw_dtype
@@ -65,16 +68,22 @@ _NO_KEY = (
 
 @dataclass
 class _Group:
-    """Messages of one topic that share their value and key schema bytes."""
+    """Messages of one topic that share their value and key schema bytes (and format)."""
 
     topic: str
     value_schema: bytes | None
     key_schema: bytes | None
+    #: Avro messages read directly: `values` / `keys` hold the Avro messages, not JSON
+    #: payload bytes; `readers` are the writer schemas of the first one's value and key,
+    #: `mixed` tells that a later one has others (the same Connect schema, another id).
+    avro: bool = False
+    readers: tuple[Schema | None, Schema | None] = (None, None)
+    mixed: bool = False
     index: list[int] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    values: list[bytes] = field(default_factory=list)
-    keys: list[bytes | None] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    keys: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,15 @@ class _GroupResult:
 class Decoder:
     """Decodes batches; remembers parsed schemas between batches (nothing else)."""
 
-    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+    def __init__(self, registry: SchemaRegistry | None = None, *, avro_direct: bool = True) -> None:
         """`registry`: where Avro messages' schemas are read (None: the process's,
-        engine.decode.avro.default_registry, asked only when an Avro message comes)."""
+        engine.decode.avro.default_registry, asked only when an Avro message comes).
+
+        `avro_direct=False` decodes Avro messages the former way, rebuilt as Connect
+        JSON messages (AvroSplitter) and parsed as JSON: the reference the direct path
+        is compared with in tests and benchmarks."""
         self._avro = AvroSplitter(registry)
+        self._avro_direct = avro_direct
         self._schemas = SchemaCache()
         self._splitters: dict[str, Splitter] = {}
         self._key_splitters: dict[str, Splitter] = {}
@@ -101,6 +115,13 @@ class Decoder:
         named as the key in the dead letter's reason."""
         try:
             return self._avro.split(key)
+        except MalformedEnvelope as exc:
+            raise MalformedEnvelope(f"the key cannot be read: {exc}") from None
+
+    def _avro_key_schema(self, key: bytes) -> Schema:
+        """The writer schema of an Avro message's key (see `_avro_key`)."""
+        try:
+            return self._avro.schema(key)
         except MalformedEnvelope as exc:
             raise MalformedEnvelope(f"the key cannot be read: {exc}") from None
 
@@ -123,8 +144,9 @@ class Decoder:
         # Avro is read only when a registry is set (format=avro): a JSON stack's
         # message that starts with a 0 byte stays what it is, malformed JSON.
         avro = self._avro.registry is not None
+        direct = self._avro_direct
         progress: dict[tuple[str, int], list[int]] = {}
-        groups: dict[tuple[str, bytes | None, bytes | None], _Group] = {}
+        groups: dict[tuple[str, bytes | None, bytes | None, bool], _Group] = {}
         dead: list[DeadLetter] = []
         tombstones = skipped = nbytes = 0
 
@@ -162,8 +184,27 @@ class Decoder:
                     dead.append(_dead(rec, _UNKNOWN_TOPIC.format(topic=topic)))
                 continue
             key = rec.key
+            is_avro = False
+            readers: tuple[Schema | None, Schema | None] = (None, None)
+            value_schema: bytes | None
+            key_schema: bytes | None
+            payload: Any
+            key_payload: Any
             try:
-                if avro and value[:1] == MAGIC_BYTE:
+                if avro and value[:1] == MAGIC_BYTE and direct:
+                    # Read later, a group at a time (_avro_columns); here only the
+                    # schemas, to group by.
+                    is_avro = True
+                    reader = self._avro.schema(value)
+                    value_schema, payload, key_payload = reader.connect_json, value, key
+                    if key is None:
+                        key_schema = None
+                        readers = (reader, None)
+                    else:
+                        key_reader = self._avro_key_schema(key)
+                        key_schema = key_reader.connect_json
+                        readers = (reader, key_reader)
+                elif avro and value[:1] == MAGIC_BYTE:
                     value_schema, payload = self._avro.split(value)
                     key_schema, key_payload = (None, None) if key is None else self._avro_key(key)
                 else:
@@ -174,10 +215,12 @@ class Decoder:
             except MalformedEnvelope as exc:
                 dead.append(_dead(rec, str(exc)))
                 continue
-            gkey = (topic, value_schema, key_schema)
+            gkey = (topic, value_schema, key_schema, is_avro)
             group = groups.get(gkey)
             if group is None:
-                group = groups[gkey] = _Group(topic, value_schema, key_schema)
+                group = groups[gkey] = _Group(topic, value_schema, key_schema, is_avro, readers)
+            elif is_avro and readers != group.readers:
+                group.mixed = True
             group.index.append(i)
             group.partitions.append(partition)
             group.offsets.append(offset)
@@ -186,7 +229,7 @@ class Decoder:
 
         # A truncate has no key; its group borrows the key schema of its table's other events.
         key_schemas: dict[str, bytes] = {}
-        for topic, _value_schema, key_schema in groups:
+        for topic, _value_schema, key_schema, _avro in groups:
             if key_schema is not None:
                 key_schemas.setdefault(topic, key_schema)
         by_topic: dict[str, list[_GroupResult]] = {}
@@ -242,27 +285,33 @@ class Decoder:
             "source": _SOURCE,
             "after": value_row.struct,
         }
-        # Only an embedded schema says which columns are optional and which exist.
+        # Only an embedded schema says which columns are optional and which exist. The
+        # writer's schema of an Avro message already holds its rows to it: no undeclared
+        # field, no null where the field is not a union with null.
         shape = value_row.shape if group.value_schema is not None else None
-        if shape is not None:
+        if shape is not None and not group.avro:
             before_type = violations.before_struct(value_row)
             if before_type is not None:
                 payload_schema["before"] = before_type
             if shape.exact:
                 for name, _keys, probe, dtype in shape.optional:
                     payload_schema.setdefault(name, pl.Struct({probe: dtype}))
-        payloads, errors = bulkjson.parse_lines(group.values, payload_schema)
-        reasons.update(errors)
-
-        key_lines = [k for k in group.keys if k is not None]
         key_frame: pl.DataFrame | None = None
-        key_present = np.fromiter((k is not None for k in group.keys), dtype=bool, count=n)
-        if key_row.columns and key_lines:
-            parsed, key_errors = bulkjson.parse_lines(key_lines, _struct_schema(key_row.struct))
-            positions = np.flatnonzero(key_present)
-            for j, reason in key_errors.items():
-                reasons.setdefault(int(positions[j]), f"the key cannot be read: {reason}")
-            key_frame = _spread(parsed, key_present)
+        if group.avro:
+            payloads, key_frame, key_present = self._avro_columns(
+                group, value_row, key_row, reasons
+            )
+        else:
+            payloads, errors = bulkjson.parse_lines(group.values, payload_schema)
+            reasons.update(errors)
+            key_lines = [k for k in group.keys if k is not None]
+            key_present = np.fromiter((k is not None for k in group.keys), dtype=bool, count=n)
+            if key_row.columns and key_lines:
+                parsed, key_errors = bulkjson.parse_lines(key_lines, _struct_schema(key_row.struct))
+                positions = np.flatnonzero(key_present)
+                for j, reason in key_errors.items():
+                    reasons.setdefault(int(positions[j]), f"the key cannot be read: {reason}")
+                key_frame = _spread(parsed, key_present)
 
         ops = payloads.get_column("op")
         op_null = ops.is_null().to_numpy()
@@ -298,7 +347,7 @@ class Decoder:
         source = payloads.get_column("source")
         for j, reason in violations.routing(group.topic, source).items():
             reasons.setdefault(j, reason)
-        if shape is not None:
+        if shape is not None and not group.avro:
             _check_rows(group, value_row, shape, payloads, row_op & ~after_null, reasons)
 
         key_names = {c.name for c in key_row.columns}
@@ -353,6 +402,52 @@ class Decoder:
             connect_schema=value_row.connect,
         )
         return _GroupResult(table, frame, group.partitions[0], group.offsets[0])
+
+    def _avro_columns(
+        self, group: _Group, value_row: RowSchema, key_row: RowSchema, reasons: dict[int, str]
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None, np.ndarray]:
+        """(payload columns, key columns or None, which events have a key) of a group of
+        Avro messages, in the form the JSON path's parse gives; a message that cannot be
+        read gets its reason in `reasons` (and null columns).
+
+        All at once (engine.decode.avro_block) when every message reads so on its own
+        bytes; else one by one with fastavro, which tells the bad ones apart."""
+        n = len(group.values)
+        key_present = np.fromiter((k is not None for k in group.keys), dtype=bool, count=n)
+        fast = _avro_block_columns(group, value_row, key_row, key_present)
+        if fast is not None:
+            return fast[0], fast[1], key_present
+        values: list[Any] = []
+        keys: list[Any] = []
+        for j, (data, key) in enumerate(zip(group.values, group.keys, strict=True)):
+            try:
+                values.append(self._avro.read(data)[1])
+            except MalformedEnvelope as exc:
+                reasons.setdefault(j, str(exc))
+                values.append(_NO_ENVELOPE)
+            if key is not None:
+                try:
+                    key = self._avro.read(key)[1]
+                except MalformedEnvelope as exc:
+                    reasons.setdefault(j, f"the key cannot be read: {exc}")
+                    key = None
+            keys.append(key)
+        payloads, errors = avro_columns.isolated(
+            lambda rows: avro_columns.payload_frame(rows, value_row.columns), values, _avro_misfit
+        )
+        for j, reason in errors.items():
+            reasons.setdefault(j, reason)
+        key_present = np.fromiter((k is not None for k in keys), dtype=bool, count=n)
+        key_lines = [k for k in keys if k is not None]
+        if not (key_row.columns and key_lines):
+            return payloads, None, key_present
+        parsed, key_errors = avro_columns.isolated(
+            lambda rows: avro_columns.key_frame(rows, key_row.columns), key_lines, _avro_misfit
+        )
+        positions = np.flatnonzero(key_present)
+        for j, reason in key_errors.items():
+            reasons.setdefault(int(positions[j]), f"the key cannot be read: {reason}")
+        return payloads, _spread(parsed, key_present), key_present
 
     def _row_schemas(self, group: _Group, known: TableSchema | None) -> tuple[RowSchema, RowSchema]:
         """(value row schema, key schema) of a group: embedded, else known, else inferred."""
@@ -508,6 +603,44 @@ def _cannot(spec: ColumnSpec, raw: pl.Series, j: int, what: str) -> str:
     if len(value) > 80:
         value = value[:77] + "..."
     return f"{what} {spec.name!r}: cannot convert {value} to {spec.duck_type}"
+
+
+#: What stands for an Avro envelope that cannot be read (its event is a dead letter).
+_NO_ENVELOPE: dict[str, Any] = {"op": None, "source": None, "after": None}
+
+
+def _avro_block_columns(
+    group: _Group, value_row: RowSchema, key_row: RowSchema, key_present: np.ndarray
+) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
+    """`Decoder._avro_columns` read all at once; None when it cannot be (a message that
+    does not read on its own bytes, writer schemas that differ, a type polars' reader
+    does not take): the caller then reads the messages one by one."""
+    value_reader, key_reader = group.readers
+    if group.mixed or value_reader is None:
+        return None
+    values = avro_block.read(value_reader.block_schema, [v[5:] for v in group.values])
+    if values is None:
+        return None
+    key_frame: pl.DataFrame | None = None
+    try:
+        if key_row.columns and bool(key_present.any()):
+            if key_reader is None:
+                return None
+            keys = avro_block.read(
+                key_reader.block_schema, [k[5:] for k in group.keys if k is not None]
+            )
+            if keys is None:
+                return None
+            key_frame = _spread(avro_columns.block_key_frame(keys, key_row.columns), key_present)
+        payloads = avro_columns.block_payload_frame(values, value_row.columns)
+    except Exception:  # a shape the columns are not built from: the values one by one
+        log.debug("Avro group of %s read one by one", group.topic, exc_info=True)
+        return None
+    return payloads, key_frame
+
+
+def _avro_misfit(exc: Exception) -> str:
+    return f"the Avro value does not fit the columns of its schema: {avro_columns.first_line(exc)}"
 
 
 def _dead(rec: RecordLike, reason: str) -> DeadLetter:

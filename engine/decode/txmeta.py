@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,6 +223,13 @@ def avro_event_txn(value: bytes) -> tuple[str, int | None, int] | None:
 
     txn = txn_block(value)
     return _block_txn(txn)
+
+
+def avro_event_txns(values: Sequence[bytes]) -> list[tuple[str, int | None, int] | None]:
+    """avro_event_txn of many Avro data events, read a schema id at a time."""
+    from engine.decode.avro import txn_blocks
+
+    return [_block_txn(txn) for txn in txn_blocks(values)]
 
 
 def avro_marker(topic: str, partition: int, offset: int, value: bytes) -> TxnEnd | None:

@@ -309,7 +309,10 @@ def _plan(
     run_partition = -1
     run_key: Key = ("", -1)
     run_queue: list[tuple[int, str]] = []
-    for rec in records:
+    # Avro events' transaction blocks are read beforehand, a schema id at a time (one
+    # by one, each is a whole Avro read).
+    avro_txns = _avro_event_txns(records, rules, kinds)
+    for i, rec in enumerate(records):
         topic, value = rec.topic, rec.value
         kind = kinds.get(topic)
         if kind is None:
@@ -335,7 +338,7 @@ def _plan(
                 if applied_lsn is not None and int(found[2]) <= applied_lsn:
                     maybe_applied.add(xid)
             else:
-                txn = txmeta.event_txn(value)
+                txn = avro_txns[i] if i in avro_txns else txmeta.event_txn(value)
                 if txn is None:
                     now.append(rec)
                     continue
@@ -481,6 +484,28 @@ def _in_position_order(records: list[RecordLike]) -> list[RecordLike]:
         part.sort(key=_OFFSET)
         out += part
     return out
+
+
+def _avro_event_txns(
+    records: Sequence[RecordLike], rules: TxnRules, kinds: dict[str, str]
+) -> dict[int, tuple[str, int | None, int] | None]:
+    """{record index: txmeta.event_txn} of the Avro events that wait for their transaction
+    (`kinds`: the topics' kinds, filled as they are looked up)."""
+    index: list[int] = []
+    values: list[bytes] = []
+    for i, rec in enumerate(records):
+        value = rec.value
+        if value is None or value[:1] != b"\x00":
+            continue
+        kind = kinds.get(rec.topic)
+        if kind is None:
+            kind = kinds[rec.topic] = _kind(rec.topic, rules)
+        if kind is _EVENT:
+            index.append(i)
+            values.append(value)
+    if not values:
+        return {}
+    return dict(zip(index, txmeta.avro_event_txns(values), strict=True))
 
 
 def _kind(topic: str, rules: TxnRules) -> str:
