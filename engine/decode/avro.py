@@ -32,7 +32,8 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
@@ -167,6 +168,21 @@ def use_registry(registry: SchemaRegistry | str | None) -> None:
     with _default_lock:
         _default = SchemaRegistry(registry) if isinstance(registry, str) else registry
         _configured = True
+
+
+@contextmanager
+def registry_in_use(registry: SchemaRegistry | str | None) -> Iterator[None]:
+    """Within the block the process's registry is `registry` (see `use_registry`);
+    after it, whatever it was before (set, or still to be read from the settings)."""
+    global _default, _configured
+    with _default_lock:
+        saved = (_default, _configured)
+    use_registry(registry)
+    try:
+        yield
+    finally:
+        with _default_lock:
+            _default, _configured = saved
 
 
 def default_registry() -> SchemaRegistry | None:

@@ -103,8 +103,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Settings]:
         avro.use_registry(settings.stack.registry_url if settings.stack.avro else None)
         yield settings
     finally:
-        # The tests after this stack's (unit tests in the same session) decode without a
-        # registry: a message whose first byte is 0 is malformed JSON to them, not Avro.
+        # The tests after this stack's decode without a registry. (A session-scoped stack
+        # is torn down when its format's tests are over, but the last one only when the
+        # session ends, after the unit tests: those reset it themselves, unit/conftest.)
         avro.use_registry(None)
         st.down(echo=lambda line: print(line, flush=True))
         if not os.environ.get("CHANGEFOLD_KEEP_TEST_STACK"):

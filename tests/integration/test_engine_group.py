@@ -37,8 +37,13 @@ def test_two_members_split_the_partitions_and_one_takes_over(
     )
     with Store(tmp_path / "state.duckdb") as store:
         store.migrate(settings.state_sql_dir)
+        lines: list[str] = []
         runner = engine_runner(
-            settings, store, subscription((), settings.connectors_dir), views=False
+            settings,
+            store,
+            subscription((), settings.connectors_dir),
+            views=False,
+            echo=lines.append,
         )
         runner.start_members()
         failure: list[BaseException] = []
@@ -113,10 +118,15 @@ def test_two_members_split_the_partitions_and_one_takes_over(
                 [settings.engine.group_id],
             ).fetchall()
         assert owners_now == [("member-1",)]
-        # One takeover: member-1's first batch of a partition it took over can have been
-        # polled before member-2's last batch of it committed; that one batch is refused
-        # as stale and skipped to the stored offsets (never applied twice: the mirrors
-        # above equal Postgres). More than one refusal would mean repeated overlap.
-        assert runner.stats.stale_batches <= 1, runner.stats
+        # At an ownership change the new owner's batches of a partition can have been
+        # polled before the old owner's last batch of it committed: they are refused as
+        # stale and the source skipped to the stored offsets (never applied twice: the
+        # mirrors above equal Postgres), at most the batches a member has in hand (one
+        # folding, one waiting, one just polled) per assignment. kafka-python may assign
+        # more than once while members join and leave (each is echoed "... owns ...");
+        # more refusals than that would mean repeated overlap.
+        assignments = sum(" owns " in line for line in lines)
+        assert assignments >= 3, lines  # both members, then member-1 taking over
+        assert runner.stats.stale_batches <= 3 * assignments, (runner.stats, lines)
         # Taking over never moved an offset backwards.
         assert all(wanted[k] >= v for k, v in before.items())

@@ -19,3 +19,14 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
 
     with serving(tmp_path, monkeypatch) as s:
         yield s
+
+
+@pytest.fixture(autouse=True)
+def _no_process_registry() -> Iterator[None]:
+    """Unit tests decode without a schema registry unless they pass one: an integration
+    stack of format avro earlier in the same session set the process's registry, and a
+    session-scoped stack is torn down only when the session ends, after these tests."""
+    from engine.decode import avro
+
+    with avro.registry_in_use(None):
+        yield

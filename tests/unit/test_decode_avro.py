@@ -253,3 +253,12 @@ def test_schemas_are_fetched_once_per_id(monkeypatch: pytest.MonkeyPatch) -> Non
     Decoder(reg).decode(_avro_fixture())
     assert len(calls) == len(set(calls))
     assert all(c.startswith("http://registry.test/apis/ccompat/v7/schemas/ids/") for c in calls)
+
+
+def test_registry_in_use_restores_the_registry_before_it() -> None:
+    outer = avro.SchemaRegistry.of({1: {"type": "string"}})
+    with avro.registry_in_use(outer):
+        with avro.registry_in_use(None):
+            assert avro.default_registry() is None
+        assert avro.default_registry() is outer
+    assert avro.default_registry() is None  # the unit tests' own (conftest)
