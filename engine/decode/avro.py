@@ -42,6 +42,7 @@ import httpx
 import polars as pl
 
 from engine.core.errors import ChangefoldError
+from engine.decode.avro_schema import full_name, without_logical
 from engine.decode.envelope import MalformedEnvelope
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ class Schema:
     def __init__(self, sid: int, avro: Any) -> None:
         self.id = sid
         self.avro = avro
-        self.parsed = fastavro.parse_schema(_without_logical(avro))
+        self.parsed = fastavro.parse_schema(without_logical(avro))
         named: dict[str, Any] = {}
         connect = _connect_schema(avro, named, namespace="")
         self.connect_json: bytes = json.dumps(connect, separators=(",", ":")).encode()
@@ -238,14 +239,6 @@ class Schema:
         return _jsonable(self.value(data))
 
 
-def _without_logical(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _without_logical(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical(s) for s in schema]
-    return schema
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -254,10 +247,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     return value
-
-
-def _full_name(name: str, namespace: str) -> str:
-    return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def _connect_schema(avro: Any, named: dict[str, Any], namespace: str) -> dict[str, Any]:
@@ -274,7 +263,7 @@ def _connect_schema(avro: Any, named: dict[str, Any], namespace: str) -> dict[st
         if avro in _PRIMITIVE:
             avro = {"type": avro}
         else:
-            ref = named.get(avro) or named.get(_full_name(avro, namespace))
+            ref = named.get(avro) or named.get(full_name(avro, namespace))
             if ref is None:
                 raise MalformedEnvelope(f"the Avro schema names an unknown type {avro!r}")
             return _ordered({**ref, "optional": optional})
@@ -328,7 +317,7 @@ def _connect_schema(avro: Any, named: dict[str, Any], namespace: str) -> dict[st
     if default is not _NONE:
         out["default"] = default
     if kind == "record":
-        named[_full_name(avro["name"], avro.get("namespace", namespace))] = {
+        named[full_name(avro["name"], avro.get("namespace", namespace))] = {
             k: v for k, v in out.items() if k not in ("optional", "default")
         }
     return _ordered(out)

@@ -31,6 +31,8 @@ from typing import Any
 
 import polars as pl
 
+from engine.decode.avro_schema import full_name, without_logical
+
 #: Field of the container's record that holds the message's value.
 VALUE = "value"
 _SENTINEL = "sentinel"
@@ -40,7 +42,7 @@ _SYNC = os.urandom(16)
 
 def block_schema(writer: Any) -> str:
     """The container's schema (JSON text) for values of the Avro schema `writer`."""
-    value = _inlined(_without_logical(writer), {}, "")
+    value = _inlined(without_logical(writer), {}, "")
     return json.dumps(
         {
             "type": "record",
@@ -108,30 +110,18 @@ def _long(value: int) -> bytes:
     return bytes(out)
 
 
-def _without_logical(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _without_logical(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical(s) for s in schema]
-    return schema
-
-
-def _full_name(name: str, namespace: str) -> str:
-    return name if "." in name or not namespace else f"{namespace}.{name}"
-
-
 def _inlined(schema: Any, named: dict[str, Any], namespace: str) -> Any:
     """`schema` with each reference to a named type replaced by the type's definition."""
     if isinstance(schema, list):
         return [_inlined(s, named, namespace) for s in schema]
     if isinstance(schema, str):
-        return named.get(_full_name(schema, namespace), named.get(schema, schema))
+        return named.get(full_name(schema, namespace), named.get(schema, schema))
     if not isinstance(schema, dict):
         return schema
     kind = schema.get("type")
     if kind == "record":
         ns = schema.get("namespace", namespace)
-        full = _full_name(schema["name"], ns)
+        full = full_name(schema["name"], ns)
         out = dict(schema)
         # A field's default is for readers of other versions, not for this read; polars'
         # reader refuses some (a union's first branch's, e.g. Debezium's source.snapshot).
@@ -145,7 +135,7 @@ def _inlined(schema: Any, named: dict[str, Any], namespace: str) -> Any:
         named[full] = out
         return out
     if kind in ("enum", "fixed"):
-        named[_full_name(schema["name"], schema.get("namespace", namespace))] = schema
+        named[full_name(schema["name"], schema.get("namespace", namespace))] = schema
         return schema
     if kind == "array":
         return {**schema, "items": _inlined(schema["items"], named, namespace)}

@@ -30,6 +30,8 @@ from typing import Any
 import fastavro
 import httpx
 
+from engine.decode.avro_schema import without_logical
+
 #: Path of the registry's Confluent-compatible API.
 CCOMPAT = "/apis/ccompat/v7"
 
@@ -139,14 +141,6 @@ def _datum(spec: dict[str, Any], value: Any) -> Any:
     return value
 
 
-def _without_logical(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _without_logical(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical(s) for s in schema]
-    return schema
-
-
 def frame(schema_id: int, body: bytes) -> bytes:
     """The Confluent wire format: byte 0, the 4-byte big-endian schema id, the Avro binary."""
     return b"\x00" + schema_id.to_bytes(4, "big") + body
@@ -161,7 +155,7 @@ class SideEncoder:
         self.avro = avro_schema(connect)
         self.text = json.dumps(self.avro, separators=(",", ":"))
         # Decimals are written as their unscaled bytes, as the JSON payload holds them.
-        self._parsed = fastavro.parse_schema(_without_logical(self.avro))
+        self._parsed = fastavro.parse_schema(without_logical(self.avro))
         self.schema_id: int | None = None
 
     def encode(self, payload: Any) -> bytes:
