@@ -126,11 +126,15 @@ class FoldLoop:
     # -- Rebalance (called by the source inside poll, on the poller thread) -------------
 
     def revoking(self, partitions: Sequence[Key]) -> None:
+        # Partitions taken away are not read to their end: no idle exit while the
+        # member rejoins (a join can outlast it), until a poll after it finds nothing.
+        self._caught_up = False
         # Only wait: a Kafka client may call this on its IO thread, where a blocking
         # commit is refused; the folded batches are checkpointed when poll returns.
         self._handover.join()
 
     def assigned(self, partitions: Sequence[Key]) -> Mapping[Key, int]:
+        self._caught_up = False
         writer = self.step.writer
         writer.record_assignment(self.source.name, list(partitions))
         if self.on_assigned is not None:

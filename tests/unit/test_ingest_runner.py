@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from test_ingest_loop import (
     wait_until,
 )
 
+from engine.decode.records import RawRecord
 from engine.ingest.handover import MergeLimits
 from engine.ingest.memory import Crash, MemoryGroup, MemoryLog, MemorySource
 from engine.ingest.runner import Runner
@@ -85,6 +86,55 @@ class Idling(MemorySource):
         if polled is not None and not polled.records:
             threading.Event().wait(0.005)
         return polled
+
+
+class SlowRejoin(Idling):
+    """Once `go` is set, the next poll is a slow rebalance: the partitions are revoked,
+    the join takes `join_s` (as kafka-python's poll waits for one), `late` records
+    arrive meanwhile, and then the member owns its partitions again."""
+
+    def __init__(self, *args: Any, late: Sequence[RawRecord], join_s: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.late = list(late)
+        self.join_s = join_s
+        self.go = threading.Event()
+        self.rejoined = False
+
+    def poll(self, rebalance: Rebalance) -> Polled | None:
+        if self.go.is_set() and not self.rejoined:
+            self.rejoined = True
+            rebalance.revoking(list(self.assigned))
+            time.sleep(self.join_s)
+            self.log.extend(self.late)
+            stored = rebalance.assigned(list(self.assigned))
+            self.positions = {k: stored.get(k, 0) for k in self.assigned}
+            return Polled([])
+        return super().poll(rebalance)
+
+
+def test_the_idle_exit_waits_for_a_rebalance_in_flight() -> None:
+    # The member is caught up, then rejoins for longer than the idle exit: a member
+    # whose partitions were revoked has not read them to their end, so the runner
+    # waits, and folds what came during the join.
+    records = [replace(r, partition=0) for r in bank_records(40)]
+    log = MemoryLog()
+    log.extend(records[:20])
+    writer = new_writer()
+
+    def member(group: MemoryGroup, name: str, **kwargs: Any) -> SlowRejoin:
+        return SlowRejoin(group, name, late=records[20:], join_s=1.5, **kwargs)
+
+    members = Members(MemoryGroup(log), member, max_records=8)
+    runner = Runner(writer, members, idle_exit_s=0.5)
+    with running(runner.run, "runner") as out:
+        assert wait_until(lambda: "member-1" in runner._loops)
+        assert wait_until(lambda: runner._loops["member-1"].caught_up)
+        source = members.opened["member-1"]
+        assert isinstance(source, SlowRejoin)
+        source.go.set()
+    assert source.rejoined
+    assert out["result"].records == 40, out["result"]
+    assert_folded_once(writer, log)
 
 
 # -- 4. duplicate delivery -------------------------------------------------------------------
