@@ -57,7 +57,9 @@ does not exist, 1 other errors.
 @click.option(
     "--idle-exit",
     type=click.FloatRange(min=0),
-    help="Exit (0) once no record arrived for this many seconds: for scripts and tests.",
+    help="Exit (0) once every member read its partitions to their end and no record "
+    "arrived for this many seconds (never while a member rejoins the group): for scripts "
+    "and tests.",
 )
 @click.pass_obj
 def run(
