@@ -28,7 +28,7 @@ def test_files_inside_are_unpacked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filters: bool
 ) -> None:
     if not filters:
-        monkeypatch.delattr(tarfile, "data_filter")
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
     archive = _archive(tmp_path / "a.tar.gz", ["app/lib/x.jar", "app/run.jar"])
     into = tmp_path / "out"
     with tarfile.open(archive) as tar:
@@ -39,7 +39,7 @@ def test_files_inside_are_unpacked(
 def test_a_path_outside_is_refused_without_filters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delattr(tarfile, "data_filter")
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
     archive = _archive(tmp_path / "a.tar.gz", ["app/ok.jar", "../escape.jar"])
     into = tmp_path / "out"
     with tarfile.open(archive) as tar, pytest.raises(StackError, match="refusing to unpack"):
