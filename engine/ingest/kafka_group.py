@@ -303,10 +303,7 @@ class KafkaGroupMember:
             self.consumer.seek(tp, offset)
 
     def caught_up(self) -> bool:
-        """True when every assigned partition has been read up to its high watermark (never
-        while the member (re)joins the group: its partitions are about to change)."""
-        if self._joining():
-            return False
+        """True when every assigned partition has been read up to its high watermark."""
         for tp in self.assigned:
             end = self.consumer.highwater(tp)
             if end is None:
