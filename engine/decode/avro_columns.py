@@ -213,25 +213,21 @@ def block_payload_frame(values: pl.Series, after: Sequence[ColumnSpec]) -> pl.Da
             return pl.lit(None, dtype=target).alias(name)
         return env.struct.field(name).cast(target).alias(name)
 
-    source = fields.get("source")
-    if isinstance(source, pl.Struct):
-        source_expr = _struct_of(
-            env.struct.field("source"), {f.name for f in source.fields}, SOURCE
-        ).alias("source")
-    else:
-        source_expr = pl.lit(None, dtype=SOURCE).alias("source")
-    after_row = native_row(after)
-    after_type = fields.get("after")
-    if isinstance(after_type, pl.Struct):
-        after_expr = _struct_of(
-            env.struct.field("after"), {f.name for f in after_type.fields}, after_row
-        ).alias("after")
-    else:
-        after_expr = pl.lit(None, dtype=after_row).alias("after")
+    def nested(name: str, target: pl.Struct) -> pl.Expr:
+        have = fields.get(name)
+        if not isinstance(have, pl.Struct):
+            return pl.lit(None, dtype=target).alias(name)
+        return _struct_of(env.struct.field(name), {f.name for f in have.fields}, target).alias(name)
+
     frame = (
         values.alias("envelope")
         .to_frame()
-        .select(top("op", pl.String()), top("ts_ms", pl.Int64()), source_expr, after_expr)
+        .select(
+            top("op", pl.String()),
+            top("ts_ms", pl.Int64()),
+            nested("source", SOURCE),
+            nested("after", native_row(after)),
+        )
     )
     return frame.with_columns(_in_json_form(frame.get_column("after"), after))
 
